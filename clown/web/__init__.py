@@ -1,0 +1,1 @@
+"""The Tornado front: REST, WebSockets and the web UI on one listener."""
