@@ -35,15 +35,23 @@ class IndexHandler(StaticHandler):
         return super().get("index.html", include_body)
 
 
-def routes() -> list:
+def routes(ctx=None) -> list:
+    """Every module's route table; with ``ctx``, each module's ``setup(ctx)`` runs first.
+
+    ``setup`` attaches the module's manager to the context (``ctx.profiles = ...``) and may
+    append coroutines to ``ctx.startup``; modules are set up in HANDLER_MODULES order.
+    """
     table = []
     for name in HANDLER_MODULES:
-        table.extend(importlib.import_module(name).default_handlers)
+        module = importlib.import_module(name)
+        if ctx is not None and hasattr(module, "setup"):
+            module.setup(ctx)
+        table.extend(module.default_handlers)
     return table
 
 
 def make_app(ctx) -> tornado.web.Application:
-    api_routes = routes()
+    api_routes = routes(ctx)
     ui_routes = [
         (r"/", IndexHandler),
         (r"/static/(.*)", StaticHandler, {"path": STATIC_DIR}),

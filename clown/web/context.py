@@ -28,6 +28,8 @@ class Context:
         self.workers = WorkerPrograms(home, self.supervisor)
         self.events = EventBus()
         self._closers = []
+        # Coroutines run once the server listens (reattaching to workers, feeds).
+        self.startup = []
 
     def on_close(self, callback) -> None:
         self._closers.append(callback)

@@ -31,7 +31,7 @@ async def serve(home: Home) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    for start in getattr(ctx, "startup", []):
+    for start in ctx.startup:
         await start()
     await stop.wait()
     server.stop()
