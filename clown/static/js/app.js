@@ -63,7 +63,7 @@ function showSignIn() {
       try {
         await login(input.value);
       } catch (err) {
-        error.textContent = err.status === 401 ? "That token was not accepted." : err.message;
+        error.textContent = err.message;
         error.hidden = false;
         input.select();
         return;

@@ -60,7 +60,7 @@ async function deleteProfile(button, alias, reload) {
 }
 
 function profileForm(onCreated) {
-  const alias = h("input", { id: "profile-alias", name: "alias", required: true, autocomplete: "off", pattern: "[A-Za-z0-9][A-Za-z0-9._-]*", spellcheck: "false" });
+  const alias = h("input", { id: "profile-alias", name: "alias", required: true, autocomplete: "off", pattern: "[A-Za-z0-9][A-Za-z0-9._\\-]*", spellcheck: "false" });
   const agent = h("select", { id: "profile-agent", name: "agent_id", required: true });
   const provider = h("select", { id: "profile-provider", name: "provider_id", required: true });
   const endpoint = h("select", { id: "profile-endpoint", name: "endpoint_id" });

@@ -243,6 +243,10 @@ export class TerminalPane {
   }
 
   showExit(code) {
+    for (const action of ["terminal-interrupt", "terminal-terminate"]) {
+      const button = this.element.querySelector(`[data-action=${action}]`);
+      if (button) button.disabled = true;
+    }
     this.exitEl.hidden = false;
     this.exitEl.dataset.exitCode = code ?? "";
     this.exitEl.textContent = code === null || code === undefined ? "exited" : `exit code ${code}`;
