@@ -71,7 +71,7 @@ export function table(caption, headings, rows, attrs = {}) {
 
 export function badge(status) {
   const value = status === null || status === undefined ? "unknown" : String(status);
-  return h("span", { class: `badge status-${value.replace(/[^a-z0-9-]/gi, "")}`, "data-status": value, text: value });
+  return h("span", { class: `badge status-${value.toLowerCase().replace(/[^a-z0-9-]/g, "")}`, "data-status": value, text: value });
 }
 
 /** A labelled form field. `control` is an <input>, <select> or <textarea> with an id. */

@@ -90,9 +90,11 @@ export class TerminalPane {
     this.resizeObserver.observe(this.screen);
     this.fitNow();
     this.connect();
+    if (this.wantsFocus) this.focus();
   }
 
   focus() {
+    this.wantsFocus = !this.term; // not started yet: focus once it is
     this.term?.focus();
     this.element.scrollIntoView({ block: "nearest" });
   }

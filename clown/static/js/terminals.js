@@ -64,7 +64,8 @@ export function render(main, param) {
       paneArea.append(pane.element);
       paneArea.dataset.count = panes.size;
       saveOpenIds([...panes.keys()]);
-      pane.start().then(() => { if (focus) pane.focus(); });
+      if (focus) pane.focus();
+      pane.start();
     } else if (focus) {
       panes.get(id).focus();
     }
