@@ -11,6 +11,7 @@ from clown.web.base import GateMixin, NotFoundHandler
 # Each module ends with its own ``default_handlers`` route table.
 HANDLER_MODULES = (
     "clown.daemon.handlers",
+    "clown.catalog.handlers",
     "clown.web.auth",
 )
 
