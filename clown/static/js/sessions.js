@@ -280,7 +280,7 @@ function toolItem(kind, tool = {}) {
   const payload = kind === "tool-call" ? tool.input : tool.output;
   const text = typeof payload === "string" ? payload : JSON.stringify(payload, null, 2);
   return h("li", { class: `tool ${kind}`, "data-kind": kind, "data-tool": tool.name || "" },
-    h("details", { open: kind === "tool-call" },
+    h("details", { open: kind === "tool-call" || (text || "").length <= 2000 }, // long results start folded
       h("summary", {}, h("span", { class: "who", text: kind === "tool-call" ? "Tool call" : "Tool result" }), " ", h("code", { text: tool.name || "tool" })),
       h("pre", { text: text ?? "" })));
 }
