@@ -32,6 +32,7 @@ class Daemon:
         self.env.pop("CLOWN_HOME", None)
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
         self.process = None
+        self.auth_headers = {}
         os.makedirs(self.home, exist_ok=True)
         if toml:
             with open(os.path.join(self.home, "clown.toml"), "w") as handle:
@@ -51,13 +52,20 @@ class Daemon:
             if self.process.poll() is not None:
                 raise RuntimeError(f"clownd exited with {self.process.returncode}: {self.output()}")
             try:
-                status, _ = self.request("GET", "/health")
-                if status == 200:
+                if self.request("GET", "/health")[0] == 200 and self._programs_running():
                     return
             except OSError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"clownd not healthy after {timeout}s: {self.output()}")
+
+    def _programs_running(self) -> bool:
+        """web and events past supervisor's startsecs (RUNNING), so tests see a settled daemon."""
+        status, reply = self.request("GET", "/api/daemon/status", headers=self.auth_headers)
+        if status != 200:
+            return status == 401  # token-protected daemons: /health is the readiness signal
+        states = {p["name"]: p["state"] for p in reply["data"]["programs"]}
+        return states.get("web") == "RUNNING" and states.get("events") == "RUNNING"
 
     def output(self) -> str:
         with open(os.path.join(self.home, "clownd.out"), "rb") as handle:

@@ -26,6 +26,9 @@ from clown.web.security import COOKIE
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
+# An over-cap body up to this size is read and dropped so the client sees the 413
+# (many clients do not read a reply before they have sent their whole body).
+DRAIN_BODY_BYTES = 16 << 20
 _SESSIONS_FAMILY = re.compile(r"^/(health$|ws$|api/(sessions|config|credentials|auth)(/|$))")
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
@@ -184,15 +187,31 @@ class JsonHandler(GateMixin, tornado.web.RequestHandler):
                 declared = int(length)
             except ValueError:
                 raise ApiError(400, "Content-Length is not a number")
+            if declared > DRAIN_BODY_BYTES:
+                raise ApiError(413, self._too_large_message())
             if declared > MAX_BODY_BYTES:
-                raise ApiError(413, f"request body of {declared} bytes is over the {MAX_BODY_BYTES}-byte cap")
+                self._refuse_body()
+
+    def _too_large_message(self) -> str:
+        return f"request body is over the {MAX_BODY_BYTES}-byte cap"
+
+    def _refuse_body(self) -> None:
+        """Drop the rest of the body and answer 413 instead of running the method."""
+        self._too_large = True
+        self._chunks.clear()
+
+        def too_large(*_args, **_kwargs):
+            raise ApiError(413, self._too_large_message())
+
+        setattr(self, self.request.method.lower(), too_large)
 
     def data_received(self, chunk: bytes):
         self._received += len(chunk)
+        if self._too_large:
+            return
         if self._received > MAX_BODY_BYTES:
-            self._too_large = True
-            self._chunks.clear()
-        elif not self._too_large:
+            self._refuse_body()
+        else:
             self._chunks.append(chunk)
 
     def options(self, *args, **kwargs):
@@ -208,7 +227,7 @@ class JsonHandler(GateMixin, tornado.web.RequestHandler):
     def body_json(self):
         """The JSON body (None when empty). Raises ApiError 413/400."""
         if self._too_large:
-            raise ApiError(413, f"request body is over the {MAX_BODY_BYTES}-byte cap")
+            raise ApiError(413, self._too_large_message())
         raw = b"".join(self._chunks)
         if not raw.strip():
             return None
