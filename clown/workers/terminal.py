@@ -302,6 +302,7 @@ class ClientConnection(asyncio.Protocol):
         self.queue.clear()
         self.queued = 0
         self.worker.forget(self)
+        self.worker.clients.discard(self)
 
     def pause_writing(self):
         self.paused = True
@@ -517,7 +518,7 @@ class TerminalWorker:
         ended = {"op": "state", "state": "terminated", "exit_code": self.exit_code,
                  "exit_signal": self.exit_signal, "reason": self.reason}
         for client in list(self.clients):
-            if client.greeted:
+            if client.greeted and not client.gone:
                 client.send_control(ended)
         for client in self._terminate_requesters:
             client.send_control({"op": "terminated"})
@@ -528,10 +529,13 @@ class TerminalWorker:
             pass
 
     async def _drain_clients(self) -> None:
+        """Give every client (those being closed as too slow too) up to DRAIN_SECS to
+        take what is queued for it, then close them all."""
         deadline = self._loop.time() + DRAIN_SECS
-        while self._loop.time() < deadline:
-            if all(client.gone or client.backlog() == 0 for client in self.clients):
-                break
+        while self.clients and self._loop.time() < deadline:
+            for client in list(self.clients):
+                if client.backlog() == 0:
+                    client.close()
             await asyncio.sleep(0.01)
         for client in list(self.clients):
             client.close()
@@ -661,7 +665,8 @@ class TerminalWorker:
         }
 
     def forget(self, client: ClientConnection) -> None:
-        self.clients.discard(client)
+        """``client`` gets no more output (it stays in ``clients`` until its transport is
+        gone, so an exiting worker lets it take its last bytes)."""
         if client.attached:
             client.attached = False
             self.attached.remove(client)
