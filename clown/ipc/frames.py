@@ -130,8 +130,9 @@ class FrameDecoder:
 
     @property
     def pending(self) -> int:
-        """Bytes buffered towards the next frame (0 at a frame boundary)."""
-        return len(self._buffer)
+        """Bytes received towards the next frame, its header included (0 at a frame
+        boundary)."""
+        return len(self._buffer) + (HEADER.size if self._need is not None else 0)
 
     def feed(self, data: bytes) -> list[Frame]:
         if self._broken:
@@ -147,7 +148,7 @@ class FrameDecoder:
                     if self._need is None:
                         if size - position < HEADER.size:
                             break
-                        self._need = check_header(view[position:position + HEADER.size],
+                        self._need = check_header(bytes(view[position:position + HEADER.size]),
                                                   self.max_size)
                         position += HEADER.size
                     kind, length = self._need
