@@ -1,0 +1,50 @@
+-- Usage: one row per model response (metered by a proxy, or imported from an agent's
+-- transcripts), deduplicated on dedup_key. Reports read the rollups, never the events.
+CREATE TABLE usage_events (
+    id                          INTEGER PRIMARY KEY,
+    dedup_key                   TEXT NOT NULL UNIQUE,  -- message id:request id where both exist
+    source                      TEXT NOT NULL,         -- proxy | claude | codex | stats-cache
+    profile                     TEXT NOT NULL DEFAULT '',
+    agent                       TEXT NOT NULL DEFAULT '',
+    provider                    TEXT NOT NULL DEFAULT '',
+    model                       TEXT NOT NULL DEFAULT '',
+    session                     TEXT NOT NULL DEFAULT '',  -- the agent's session; '' when unknown
+    input_tokens                INTEGER NOT NULL DEFAULT 0,
+    output_tokens               INTEGER NOT NULL DEFAULT 0,
+    cache_creation_input_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_input_tokens     INTEGER NOT NULL DEFAULT 0,
+    cost                        REAL NOT NULL DEFAULT 0,   -- USD at the time it was recorded
+    request_id                  TEXT,
+    message_id                  TEXT,
+    at                          REAL NOT NULL              -- epoch seconds of the response
+);
+CREATE INDEX usage_events_at ON usage_events(at);
+
+-- Pre-aggregated usage per 15-minute bucket (every real time zone's offset is a multiple
+-- of 15 minutes, so any zone's day and period boundaries fall on bucket edges), profile,
+-- model and session; kept in the same transaction as each event insert.
+CREATE TABLE usage_rollup (
+    bucket                      INTEGER NOT NULL,      -- epoch seconds, multiple of 900
+    profile                     TEXT NOT NULL,
+    model                       TEXT NOT NULL,
+    session                     TEXT NOT NULL,
+    input_tokens                INTEGER NOT NULL DEFAULT 0,
+    output_tokens               INTEGER NOT NULL DEFAULT 0,
+    cache_creation_input_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_input_tokens     INTEGER NOT NULL DEFAULT 0,
+    events                      INTEGER NOT NULL DEFAULT 0,
+    first_at                    REAL NOT NULL,
+    last_at                     REAL NOT NULL,
+    PRIMARY KEY (bucket, profile, model, session)
+) WITHOUT ROWID;
+
+-- Import progress per transcript file: re-importing an unchanged file is a stat call.
+CREATE TABLE usage_import_files (
+    path        TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,                 -- claude | codex
+    size        INTEGER NOT NULL,
+    mtime       REAL NOT NULL,
+    offset      INTEGER NOT NULL,              -- bytes consumed (whole lines only)
+    state       TEXT NOT NULL DEFAULT '{}',    -- JSON carried across resumes (codex running totals)
+    imported_at TEXT NOT NULL
+);

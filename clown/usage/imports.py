@@ -1,0 +1,528 @@
+"""Importing usage from agents' own records: Claude Code transcripts and Codex rollouts.
+
+Run as a subprocess of the web front (``python -m clown.usage.imports --home H --kind
+claude --dir D``) so that parsing gigabytes never holds the front's interpreter: it prints
+one JSON line per progress step (``{"progress": {...}}``) and a last ``{"result": {...}}``.
+
+**Claude Code** (``<claude_dir>/projects/**/*.jsonl``), counted as ccusage counts it:
+
+- a line counts when it holds ``"usage":{`` and parses to an entry with a string
+  ``timestamp`` and ``message.usage`` with integer ``input_tokens`` and ``output_tokens``
+  (``type: "progress"`` lines count through their nested ``data.message``);
+- entries with an empty ``sessionId``, ``requestId``, ``message.id`` or ``message.model``,
+  or a ``version`` that is not semver, are skipped; cache writes are the
+  ``cache_creation`` 5m + 1h breakdown when present, else ``cache_creation_input_tokens``;
+- the model is ``message.model`` (``-fast`` appended for ``speed: "fast"``); the day is the
+  ``timestamp``'s date in ``[usage] timezone``;
+- dedup: ``message.id:requestId`` when both exist (the proxy's key too, so a response the
+  proxy metered is not counted again); without ``requestId``: message id + session
+  (+ timestamp unless the id is an Anthropic ``msg_`` id); the copy with more tokens wins;
+- malformed lines are counted and skipped.
+
+Not reproduced: ccusage's merging of ``/btw`` sidechain replays that reuse a parent's
+message id under a new request id, and its separate counting of advisor iterations.
+
+``stats-cache.json`` only fills days (in ``[usage] timezone``) that no transcript covers:
+its per-day, per-model token totals are split into the four kinds by the model's all-time
+``modelUsage`` ratios (all output when it has none). Such a day's rows are removed when a
+later import finds transcripts for it.
+
+**Codex** (``<codex_dir>/sessions/**/rollout-*.jsonl``): ``token_count`` events carry the
+session's cumulative ``total_token_usage``; each event counts its difference from the
+previous one (``last_token_usage`` when the total went backwards). OpenAI input counts
+include cached tokens: clown's ``input_tokens`` are ``input - cached``.
+
+Resume: ``usage_import_files`` remembers each file's size, mtime and the offset of the
+last whole line read; an unchanged file is skipped, a grown one is read from its offset,
+a shrunk one from the start (dedup keeps counts right).
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+
+from clown import clock, store
+from clown.catalog.pricing import current_table, price_for
+from clown.home import Home
+from clown.usage import periods
+from clown.usage.store import UsageEvent, bucket_of, delete_events, record_events, usage_key
+
+try:
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    from json import loads as _loads
+
+BATCH = 5000
+READ_BLOCK = 1 << 20
+PROGRESS_EVERY_SECS = 0.25
+_USAGE_MARKER = b'"usage":{'
+_SEMVER_PREFIX = re.compile(r"^\d+\.\d+\.\d+")
+
+
+class Importer:
+    """Shared machinery: file walk, resume, batching, progress. Subclasses parse lines."""
+
+    kind = ""
+
+    def __init__(self, conn, tz, table, profile: str = "", progress=None):
+        self.conn = conn
+        self.tz = tz
+        self.table = table
+        self.profile = profile
+        self.progress = progress or (lambda **_: None)
+        self.pending: list[UsageEvent] = []
+        self.found = 0          # usage entries read this run
+        self.recorded = 0       # rows inserted or grown
+        self.malformed = 0
+        self.done_bytes = 0
+        self.total_bytes = 0
+        self.files_read = 0
+        self.files_skipped = 0
+        self._last_progress = 0.0
+        self._prices: dict = {}
+
+    def cost(self, model: str, tokens: tuple) -> float:
+        if model not in self._prices:
+            self._prices[model] = price_for(model, self.table)
+        price = self._prices[model]
+        if price is None:
+            return 0.0
+        return price.costs(*tokens)["total_cost"]
+
+    # -- walk --------------------------------------------------------------------------------
+
+    def files(self, root: str) -> list[str]:
+        raise NotImplementedError
+
+    def run(self, root: str) -> None:
+        paths = self.files(root)
+        stats = []
+        for path in paths:
+            try:
+                stats.append((path, os.stat(path)))
+            except OSError:
+                continue
+        self.total_bytes = sum(st.st_size for _, st in stats)
+        known = {row["path"]: row for row in self.conn.execute(
+            "SELECT path, size, mtime, offset, state FROM usage_import_files WHERE kind = ?", (self.kind,))}
+        for path, st in stats:
+            row = known.get(path)
+            if row is not None and row["size"] == st.st_size and row["mtime"] == st.st_mtime \
+                    and row["offset"] == st.st_size:
+                self.done_bytes += st.st_size
+                self.files_skipped += 1
+                continue
+            offset, state = 0, {}
+            if row is not None and row["offset"] <= st.st_size:
+                offset = row["offset"]
+                state = json.loads(row["state"] or "{}")
+            self.done_bytes += offset
+            self.read_file(path, st, offset, state)
+            self.files_read += 1
+        self.flush()
+        self.report_progress(force=True)
+
+    def read_file(self, path: str, st, offset: int, state: dict) -> None:
+        self.begin_file(path, state)
+        position = offset
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            rest = b""
+            while True:
+                block = handle.read(READ_BLOCK)
+                if not block:
+                    break
+                data = rest + block
+                start = 0
+                while True:
+                    end = data.find(b"\n", start)
+                    if end < 0:
+                        break
+                    line = data[start:end]
+                    if line.strip():
+                        self.line(line, path, position + start)
+                    start = end + 1
+                position += start
+                self.done_bytes += start
+                rest = data[start:]
+                if len(self.pending) >= BATCH:
+                    self.flush(path, st, position, state)
+                self.report_progress()
+        # A last line without its newline may still be being written: leave it for next time.
+        self.flush(path, st, position, state)
+
+    def flush(self, path: str | None = None, st=None, position: int = 0, state: dict | None = None) -> None:
+        """Write the pending events and (with a path) the file's resume point, in one transaction."""
+        with store.transaction(self.conn):
+            if self.pending:
+                self.recorded += record_events(self.conn, self.pending, in_transaction=True)
+                self.pending = []
+            if path is not None:
+                self.conn.execute(
+                    "INSERT INTO usage_import_files (path, kind, size, mtime, offset, state, imported_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size,"
+                    " mtime = excluded.mtime, offset = excluded.offset, state = excluded.state,"
+                    " imported_at = excluded.imported_at",
+                    (path, self.kind, st.st_size, st.st_mtime, position,
+                     json.dumps(state or {}), clock.utc_iso()))
+
+    def report_progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_progress >= PROGRESS_EVERY_SECS:
+            self._last_progress = now
+            self.progress(done_bytes=self.done_bytes, total_bytes=self.total_bytes, events=self.found)
+
+    def begin_file(self, path: str, state: dict) -> None:
+        pass
+
+    def line(self, line: bytes, path: str, offset: int) -> None:
+        raise NotImplementedError
+
+
+def _walk(root: str, want) -> list[str]:
+    found = []
+    for directory, dirs, names in os.walk(root, followlinks=False):
+        dirs.sort()
+        for name in sorted(names):
+            if want(name):
+                found.append(os.path.join(directory, name))
+    return found
+
+
+def _count(value) -> int | None:
+    """A token count: a non-negative int (bools are not), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+class ClaudeImporter(Importer):
+    kind = "claude"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.days_seen: set[str] = set()
+
+    def files(self, root: str) -> list[str]:
+        projects = os.path.join(root, "projects")
+        if not os.path.isdir(projects):
+            return []
+        return _walk(projects, lambda name: name.endswith(".jsonl"))
+
+    def begin_file(self, path: str, state: dict) -> None:
+        # projects/<project>/<session>.jsonl, or projects/<project>/<session>/<file>.jsonl
+        parent = os.path.basename(os.path.dirname(path))
+        grandparent = os.path.basename(os.path.dirname(os.path.dirname(path)))
+        self._path_session = parent if grandparent != "projects" else os.path.basename(path)[:-len(".jsonl")]
+
+    def line(self, line: bytes, path: str, offset: int) -> None:
+        if _USAGE_MARKER not in line:
+            try:
+                _loads(line)
+            except ValueError:
+                self.malformed += 1
+            return
+        try:
+            document = _loads(line)
+        except ValueError:
+            self.malformed += 1
+            return
+        if not isinstance(document, dict):
+            return
+        event = self.entry(document, path, offset)
+        if event is not None:
+            self.found += 1
+            self.pending.append(event)
+
+    def entry(self, document: dict, path: str, offset: int) -> UsageEvent | None:
+        session = document.get("sessionId")
+        message = document.get("message")
+        timestamp = document.get("timestamp")
+        request_id = document.get("requestId")
+        version = document.get("version")
+        if not isinstance(message, dict) and isinstance(document.get("data"), dict):
+            nested = document["data"].get("message")   # type "progress": a subagent's replayed message
+            if not isinstance(nested, dict):
+                return None
+            message = nested.get("message")
+            timestamp = nested.get("timestamp")
+            request_id = nested.get("requestId")
+            version = None
+        if not isinstance(message, dict) or not isinstance(timestamp, str):
+            return None
+        usage = message.get("usage")
+        if not isinstance(usage, dict):
+            return None
+        input_tokens, output_tokens = _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
+        if input_tokens is None or output_tokens is None:
+            return None
+        if isinstance(version, str) and not _SEMVER_PREFIX.match(version):
+            return None
+        message_id, model = message.get("id"), message.get("model")
+        for value in (session, request_id, message_id, model):
+            if value is not None and (not isinstance(value, str) or value == ""):
+                return None
+        try:
+            at = clock.parse_iso(timestamp)
+        except ValueError:
+            return None
+        breakdown = usage.get("cache_creation")
+        if isinstance(breakdown, dict):
+            cache_creation = (_count(breakdown.get("ephemeral_5m_input_tokens")) or 0) + \
+                             (_count(breakdown.get("ephemeral_1h_input_tokens")) or 0)
+        else:
+            cache_creation = _count(usage.get("cache_creation_input_tokens")) or 0
+        cache_read = _count(usage.get("cache_read_input_tokens")) or 0
+        model = model or ""
+        if model and model != "<synthetic>" and usage.get("speed") == "fast":
+            model += "-fast"
+        session = session or self._path_session
+        key = usage_key(message_id, request_id)
+        if key is None:
+            if message_id:
+                key = f"{message_id}:session:{session}" if message_id.startswith("msg_") \
+                    else f"{message_id}:session:{session}:{timestamp}"
+            else:
+                key = f"line:{path}:{offset}"
+        tokens = (input_tokens, output_tokens, cache_creation, cache_read)
+        self.days_seen.add(periods.day_of(at, self.tz))
+        return UsageEvent(
+            dedup_key=key, source="claude", at=at, model=model, profile=self.profile, agent="claude",
+            provider="", session=session, input_tokens=input_tokens, output_tokens=output_tokens,
+            cache_creation_input_tokens=cache_creation, cache_read_input_tokens=cache_read,
+            cost=self.cost(model, tokens), request_id=request_id, message_id=message_id)
+
+    # -- stats-cache.json --------------------------------------------------------------------
+
+    def import_stats_cache(self, root: str) -> tuple[int, int]:
+        """Fill uncovered days from stats-cache.json; returns (input, output) tokens it added."""
+        path = os.path.join(root, "stats-cache.json")
+        try:
+            with open(path, "rb") as handle:
+                document = _loads(handle.read())
+        except (OSError, ValueError):
+            return 0, 0
+        if not isinstance(document, dict):
+            return 0, 0
+        covered = self.covered_days()
+        ratios = _model_ratios(document.get("modelUsage"))
+        events, stale = [], []
+        for day in document.get("dailyModelTokens") or []:
+            if not isinstance(day, dict) or not isinstance(day.get("date"), str):
+                continue
+            date = day["date"]
+            by_model = day.get("tokensByModel")
+            if not isinstance(by_model, dict):
+                continue
+            try:
+                noon = dt.datetime.fromisoformat(date).replace(hour=12, tzinfo=self.tz).timestamp()
+            except ValueError:
+                continue
+            for model, total in by_model.items():
+                key = f"stats:{date}:{model}"
+                if date in covered:
+                    stale.append(key)
+                    continue
+                total = _count(total)
+                if not total:
+                    continue
+                tokens = _split(total, ratios.get(model))
+                events.append(UsageEvent(
+                    dedup_key=key, source="stats-cache", at=noon, model=str(model), profile=self.profile,
+                    agent="claude", input_tokens=tokens[0], output_tokens=tokens[1],
+                    cache_creation_input_tokens=tokens[2], cache_read_input_tokens=tokens[3],
+                    cost=self.cost(str(model), tokens)))
+        with store.transaction(self.conn):
+            for start in range(0, len(stale), 500):
+                chunk = stale[start:start + 500]
+                delete_events(self.conn, f"dedup_key IN ({','.join('?' * len(chunk))})", tuple(chunk))
+            record_events(self.conn, events, in_transaction=True)
+        return sum(e.input_tokens for e in events), sum(e.output_tokens for e in events)
+
+    def covered_days(self) -> set[str]:
+        """Local days that have transcript usage: from this run and from earlier imports."""
+        days = set(self.days_seen)
+        buckets = {row[0] for row in self.conn.execute(
+            "SELECT DISTINCT CAST(at / 900 AS INTEGER) * 900 FROM usage_events WHERE source = 'claude'")}
+        days.update(periods.day_of(bucket, self.tz) for bucket in buckets)
+        return days
+
+
+def _model_ratios(model_usage) -> dict:
+    ratios = {}
+    if not isinstance(model_usage, dict):
+        return ratios
+    for model, usage in model_usage.items():
+        if not isinstance(usage, dict):
+            continue
+        parts = [_count(usage.get(name)) or 0 for name in
+                 ("inputTokens", "outputTokens", "cacheCreationInputTokens", "cacheReadInputTokens")]
+        if sum(parts):
+            ratios[model] = parts
+    return ratios
+
+
+def _split(total: int, parts: list | None) -> tuple:
+    """``total`` split in proportion to ``parts`` (input, output, cache write, cache read)."""
+    if not parts:
+        return 0, total, 0, 0
+    whole = sum(parts)
+    shares = [total * part // whole for part in parts]
+    shares[1] += total - sum(shares)
+    return tuple(shares)
+
+
+class CodexImporter(Importer):
+    kind = "codex"
+
+    def files(self, root: str) -> list[str]:
+        sessions = os.path.join(root, "sessions")
+        if not os.path.isdir(sessions):
+            return []
+        return _walk(sessions, lambda name: name.startswith("rollout-") and name.endswith(".jsonl"))
+
+    def begin_file(self, path: str, state: dict) -> None:
+        self.state = state
+        if not state.get("session"):
+            match = re.search(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.jsonl$", path)
+            state["session"] = match.group(1) if match else os.path.basename(path)
+        state.setdefault("model", "")
+        state.setdefault("prev", None)
+
+    def line(self, line: bytes, path: str, offset: int) -> None:
+        try:
+            document = _loads(line)
+        except ValueError:
+            self.malformed += 1
+            return
+        if not isinstance(document, dict):
+            return
+        payload = document.get("payload")
+        if not isinstance(payload, dict):
+            return
+        kind = document.get("type")
+        state = self.state
+        if kind == "session_meta":
+            if isinstance(payload.get("id"), str) and payload["id"]:
+                state["session"] = payload["id"]
+            return
+        if kind == "turn_context":
+            if isinstance(payload.get("model"), str):
+                state["model"] = payload["model"]
+            return
+        if kind != "event_msg" or payload.get("type") != "token_count":
+            return
+        info = payload.get("info")
+        if not isinstance(info, dict):
+            return
+        total = _codex_counts(info.get("total_token_usage"))
+        if total is None:
+            return
+        previous = state.get("prev")
+        if previous is None:
+            delta = total
+        else:
+            delta = [now - before for now, before in zip(total, previous)]
+            if any(value < 0 for value in delta):
+                delta = _codex_counts(info.get("last_token_usage")) or [0, 0, 0, 0]
+        state["prev"] = total
+        if not any(delta):
+            return
+        timestamp = document.get("timestamp")
+        try:
+            at = clock.parse_iso(timestamp) if isinstance(timestamp, str) else None
+        except ValueError:
+            at = None
+        if at is None:
+            return
+        model = state.get("model") or (info.get("model") if isinstance(info.get("model"), str) else "")
+        input_all, cached, cache_write, output = delta
+        tokens = (max(0, input_all - cached), output, cache_write, cached)
+        self.found += 1
+        self.pending.append(UsageEvent(
+            dedup_key=f"codex:{state['session']}:{timestamp}:{sum(total)}", source="codex", at=at, model=model,
+            profile=self.profile, agent="codex", session=state["session"], input_tokens=tokens[0],
+            output_tokens=tokens[1], cache_creation_input_tokens=tokens[2], cache_read_input_tokens=tokens[3],
+            cost=self.cost(model, tokens)))
+
+
+def _codex_counts(usage) -> list | None:
+    """``[input incl. cached, cached, cache writes, output]`` of a Codex token usage object."""
+    if not isinstance(usage, dict):
+        return None
+    input_all = _count(usage.get("input_tokens"))
+    output = _count(usage.get("output_tokens"))
+    if input_all is None or output is None:
+        return None
+    cached = min(_count(usage.get("cached_input_tokens")) or 0, input_all)
+    return [input_all, cached, _count(usage.get("cache_write_input_tokens")) or 0, output]
+
+
+def profile_of_dir(home: Home, directory: str) -> str:
+    """The clown profile whose home holds ``directory`` ('' when none does)."""
+    profiles = os.path.realpath(home.profiles) + os.sep
+    if directory.startswith(profiles):
+        return directory[len(profiles):].split(os.sep, 1)[0]
+    return ""
+
+
+def run_import(home: Home, kind: str, directory: str, timezone: str | None, progress=None) -> dict:
+    """Import ``kind`` (claude | codex) from ``directory``; returns the result document."""
+    conn = store.open_store(home.db)
+    try:
+        tz = periods.zone(timezone)
+        table = current_table(home.root)
+        importer_class = ClaudeImporter if kind == "claude" else CodexImporter
+        importer = importer_class(conn, tz, table, profile_of_dir(home, directory), progress)
+        started = time.monotonic()
+        importer.run(directory)
+        stats_input = stats_output = 0
+        if kind == "claude":
+            stats_input, stats_output = importer.import_stats_cache(directory)
+        return {
+            "kind": kind, "found": importer.found, "recorded": importer.recorded,
+            "malformed": importer.malformed, "files_read": importer.files_read,
+            "files_skipped": importer.files_skipped, "bytes": importer.total_bytes,
+            "stats_input_tokens": stats_input, "stats_output_tokens": stats_output,
+            "secs": round(time.monotonic() - started, 3),
+        }
+    finally:
+        conn.close()
+
+
+def describe(result: dict) -> str:
+    """The import's answer, in the spec's words."""
+    files = f"{result['files_read']} files read, {result['files_skipped']} unchanged"
+    tail = (f" ({result['recorded']} new or grown, {result['malformed']} malformed lines skipped; {files})")
+    if result["kind"] == "claude":
+        return (f"Imported {result['stats_input_tokens']} input tokens, {result['stats_output_tokens']} output tokens "
+                f"from stats-cache.json. Found {result['found']} session entries from JSONL files" + tail)
+    return f"Found {result['found']} token_count entries from Codex rollout files" + tail
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="clown-usage-import")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--kind", choices=("claude", "codex"), required=True)
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--timezone", default=None)
+    args = parser.parse_args(argv)
+
+    def progress(**values):
+        sys.stdout.write(json.dumps({"progress": values}) + "\n")
+        sys.stdout.flush()
+
+    try:
+        result = run_import(Home(args.home), args.kind, args.dir, args.timezone, progress)
+    except Exception as exc:  # report, never a traceback on the protocol stream
+        sys.stdout.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        sys.exit(1)
+    sys.stdout.write(json.dumps({"result": result, "message": describe(result)}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
