@@ -15,7 +15,7 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ENV_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
 PROVIDER_TYPES = ("anthropic", "anthropic-compatible", "openai", "openai-compatible", "self")
 PROFILE_STRATEGIES = ("config-dir", "home-wrapper", "none")
-ADAPTERS = ("claude", "codex", "gemini", "opencode", "shell")
+ADAPTERS = ("claude", "codex", "gemini", "opencode")
 WIRE_APIS = ("responses", "chat")
 MAX_MANIFEST_BYTES = 256 * 1024
 
@@ -97,12 +97,19 @@ class AgentManifestSchema(_Strict):
     fallbacks = fields.List(fields.String(validate=validate.Length(min=1, max=4096)), load_default=list)
     version_flag = fields.String(load_default="--version", validate=validate.Length(min=1, max=64))
     adapter = fields.String(load_default=None, validate=validate.OneOf(ADAPTERS))
-    profile_strategy = fields.String(load_default="config-dir", validate=validate.OneOf(PROFILE_STRATEGIES))
+    profile_strategy = fields.String(load_default=None, validate=validate.OneOf(PROFILE_STRATEGIES))
     supports_hooks = fields.Boolean(load_default=False)
     models = fields.Nested(AgentModelsSchema, load_default=lambda: {"default": None, "supported": []})
     env = fields.Dict(keys=fields.String(validate=validate.Regexp(ENV_NAME_PATTERN)),
                       values=fields.String(validate=validate.Length(max=4096)), load_default=dict)
     args = fields.List(fields.String(validate=validate.Length(max=4096)), load_default=list)
+
+
+    @validates_schema
+    def _strategy(self, data, **_):
+        if data.get("profile_strategy") == "config-dir" and not data.get("adapter"):
+            raise ValidationError("'config-dir' needs an adapter that knows the agent's config dir",
+                                  "profile_strategy")
 
 
 class EndpointURL(fields.String):
@@ -189,7 +196,8 @@ def parse(text: str, kind: str, source: str) -> Agent | Provider:
     if kind == "agent":
         return Agent(id=data["id"], name=data["name"], binary=data["binary"], fallbacks=tuple(data["fallbacks"]),
                      version_flag=data["version_flag"], adapter=data["adapter"],
-                     profile_strategy=data["profile_strategy"], supports_hooks=data["supports_hooks"],
+                     profile_strategy=data["profile_strategy"] or ("config-dir" if data["adapter"] else "none"),
+                     supports_hooks=data["supports_hooks"],
                      default_model=data["models"]["default"], supported_models=tuple(data["models"]["supported"]),
                      env=dict(data["env"]), args=tuple(data["args"]), source=source)
     endpoints = dict(data["endpoints"])

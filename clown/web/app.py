@@ -12,6 +12,7 @@ from clown.web.base import GateMixin, NotFoundHandler
 HANDLER_MODULES = (
     "clown.daemon.handlers",
     "clown.catalog.handlers",
+    "clown.profiles.handlers",
     "clown.web.auth",
 )
 

@@ -1,0 +1,1 @@
+"""Profiles: an agent + provider + endpoint + model + credential, in an isolated home."""
