@@ -14,6 +14,7 @@ HANDLER_MODULES = (
     "clown.catalog.handlers",
     "clown.profiles.handlers",
     "clown.web.auth",
+    "clown.sessions.handlers",
 )
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "static")
