@@ -20,6 +20,11 @@ WIRE_APIS = ("responses", "chat")
 MAX_MANIFEST_BYTES = 256 * 1024
 
 
+def _literal(message: str) -> str:
+    """``message`` safe as a marshmallow error template (which ``str.format``s it)."""
+    return message.replace("{", "{{").replace("}", "}}")
+
+
 class ManifestError(ValueError):
     """A manifest is unreadable or invalid. ``file`` and ``field`` say where."""
 
@@ -77,7 +82,7 @@ class _Strict(Schema):
         unknown = RAISE
 
 
-_ID = dict(required=True, validate=validate.Regexp(ID_PATTERN, error="must match " + ID_PATTERN))
+_ID = dict(required=True, validate=validate.Regexp(ID_PATTERN, error=_literal("must match " + ID_PATTERN)))
 _NAME = dict(required=True, validate=validate.Length(min=1, max=100))
 _MODEL = validate.Length(min=1, max=200)
 

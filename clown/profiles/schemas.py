@@ -9,6 +9,11 @@ _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 _ID = validate.Length(min=1, max=64)
 
 
+def _literal(message: str) -> str:
+    """``message`` safe as a marshmallow error template (which ``str.format``s it)."""
+    return message.replace("{", "{{").replace("}", "}}")
+
+
 class StrictBoolean(fields.Boolean):
     """Only JSON ``true``/``false`` (marshmallow's Boolean also takes "yes", 1, ...)."""
 
@@ -20,7 +25,7 @@ class ProfileCreateSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    alias = fields.String(required=True, validate=validate.Regexp(ALIAS_PATTERN, error="must match " + ALIAS_PATTERN))
+    alias = fields.String(required=True, validate=validate.Regexp(ALIAS_PATTERN, error=_literal("must match " + ALIAS_PATTERN)))
     agent_id = fields.String(required=True, validate=_ID)
     provider_id = fields.String(required=True, validate=_ID)
     endpoint_id = fields.String(load_default="default", validate=_ID)
@@ -38,7 +43,7 @@ class ProfileCreateSchema(Schema):
                        load_default=list, validate=validate.Length(max=64),
                        metadata={"description": "Extra argv for the agent, every time the profile runs"})
     env = fields.Dict(keys=fields.String(validate=[validate.Length(max=128),
-                                                   validate.Regexp(ENV_NAME_PATTERN, error="must match " + ENV_NAME_PATTERN)]),
+                                                   validate.Regexp(ENV_NAME_PATTERN, error=_literal("must match " + ENV_NAME_PATTERN))]),
                       values=fields.String(validate=[validate.Length(max=4096),
                                                      validate.Regexp(r"^[^\x00]*$", error="must not contain NUL")]),
                       load_default=dict, validate=validate.Length(max=64),
