@@ -9,14 +9,20 @@
 - any other agent: the prompt as the one argument (``shell``: no argument at all).
 """
 
+import json
 import os
+
+# Claude Code asks once, on screen, whether bypassing permissions is accepted; a session
+# chose it already (no_plan_mode), so the question is answered through --settings.
+SKIP_BYPASS_PROMPT = json.dumps({"skipDangerousModePermissionPrompt": True}, separators=(",", ":"))
 
 
 def session_args(adapter: str, conversation: str | None, prompt: str, no_plan_mode: bool,
                  resume: bool) -> list[str]:
     """Arguments after the profile's own, for a new session (``resume`` False) or a restart."""
     if adapter == "claude":
-        mode = ["--dangerously-skip-permissions"] if no_plan_mode else \
+        mode = ["--settings", SKIP_BYPASS_PROMPT]
+        mode += ["--dangerously-skip-permissions"] if no_plan_mode else \
             ["--permission-mode", "plan", "--allow-dangerously-skip-permissions"]
         if resume:
             return ["--resume", conversation, *mode]
