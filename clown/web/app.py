@@ -13,6 +13,8 @@ HANDLER_MODULES = (
     "clown.daemon.handlers",
     "clown.catalog.handlers",
     "clown.profiles.handlers",
+    "clown.usage.handlers",
+    "clown.proxy.handlers",
     "clown.web.auth",
     "clown.sessions.handlers",
 )

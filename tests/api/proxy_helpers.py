@@ -1,0 +1,45 @@
+"""Helpers of the proxy and usage tests: a provider pointing at a fake upstream, a profile, raw requests."""
+
+import http.client
+import json
+import os
+
+REAL_KEY = "sk-real-key-0123456789abcdef"
+
+
+def provider_toml(provider_id: str, url: str, kind: str = "anthropic") -> str:
+    env_key = "ANTHROPIC_API_KEY" if kind.startswith("anthropic") else "OPENAI_API_KEY"
+    return (f'id = "{provider_id}"\nname = "Fake {provider_id}"\ntype = "{kind}"\ndefault_endpoint = "default"\n'
+            f'[endpoints]\ndefault = "{url}"\n[auth]\nenv_key = "{env_key}"\nrequired = true\n'
+            '[models]\navailable = ["claude-sonnet-4-5", "gpt-5"]\ndefault = "claude-sonnet-4-5"\n')
+
+
+def add_provider(daemon, provider_id: str, url: str, kind: str = "anthropic") -> None:
+    directory = os.path.join(daemon.home, "providers.d")
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"{provider_id}.toml"), "w") as handle:
+        handle.write(provider_toml(provider_id, url, kind))
+
+
+def create_profile(daemon, alias: str, provider_id: str, agent_id: str = "claude", model: str = "claude-sonnet-4-5",
+                   proxy: bool = False) -> None:
+    status, reply = daemon.post("/api/profiles", {"alias": alias, "agent_id": agent_id, "provider_id": provider_id,
+                                                  "model": model, "api_key": REAL_KEY, "proxy": proxy})
+    assert status == 200, reply
+
+
+def placeholder(daemon, alias: str) -> str:
+    with open(os.path.join(daemon.home, "secrets", f"profile-{alias}.placeholder")) as handle:
+        return handle.read().strip()
+
+
+def send(port: int, path: str, body: dict | None, headers: dict | None = None, method: str = "POST",
+         timeout: float = 30.0):
+    """One raw request to a proxy: (status, headers, body bytes)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    payload = json.dumps(body).encode() if body is not None else None
+    connection.request(method, path, body=payload, headers={"Content-Type": "application/json", **(headers or {})})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, response, data
