@@ -52,6 +52,9 @@ TRANSITIONS = {
 POLL_MS = 250
 PROCESS_CHECK_EVERY = 4          # polls: the process is checked once a second
 STOP_WAIT_SECS = 10.0
+# An agent's TUI drops keys typed before it is ready, and says nowhere when it is: a message
+# for an agent started less than this long ago waits until then.
+SETTLE_SECS = 6.0
 _NAME_ATTEMPTS = 8
 
 
@@ -106,7 +109,7 @@ class SessionManager:
         """Reattach to the sessions the store lists as live, then start polling."""
         for row in self.store.execute(
                 f"SELECT * FROM agent_sessions WHERE status IN ({','.join('?' * len(LIVE))})", LIVE).fetchall():
-            live = Live(row["id"], await self._adapter(row["agent"]))
+            live = Live(row["id"], await self._adapter(row["agent"]), started=0.0)
             if row["transcript_path"]:
                 live.tail = transcript.Tail(row["transcript_path"], transcript.parser_for(live.adapter))
                 await asyncio.to_thread(live.tail.prime)
@@ -393,6 +396,10 @@ class SessionManager:
         row = self.row(session_id)
         if row["status"] not in LIVE or not row["backend_ref"]:
             raise ApiError(400, f"session '{row['name']}' is not running (status {row['status']})")
+        live = self._live.get(session_id)
+        if live is not None and time.time() < live.started + SETTLE_SECS:
+            await asyncio.sleep(live.started + SETTLE_SECS - time.time())
+            row = self.row(session_id)
         try:
             await self.backends[row["backend"]].send_text(row["backend_ref"], content)
         except BackendError as exc:
