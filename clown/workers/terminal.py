@@ -27,7 +27,16 @@ was killed (-9) and restarted: it kills what is left of the old session, records
 as for SIGTERM.
 """
 
-import argparse
+import sys
+
+if __name__ == "__main__":
+    # One worker runs per session: keep OpenSSL (libssl, libcrypto: ~4 MiB of RSS) out of
+    # a process that never does TLS or hashing that needs it. asyncio and hashlib fall
+    # back to running without them.
+    sys.modules.setdefault("ssl", None)
+    sys.modules.setdefault("_hashlib", None)
+
+import argparse  # noqa: E402  (after the guard above on purpose)
 import asyncio
 import collections
 import enum
@@ -39,7 +48,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import sys
 
 import psutil
 from ptyprocess import PtyProcess
@@ -58,6 +66,9 @@ READ_SIZE = 64 * 1024
 # Most PTY bytes read per loop iteration: client sockets get their turn in between,
 # so keystrokes and Ctrl-C act during a flood.
 READ_BUDGET = 256 * 1024
+# A PTY read burst this big means a flood: hold it up to COALESCE_SECS for more.
+FLOOD_BYTES = 16 * 1024
+COALESCE_SECS = 0.002
 SNAPSHOT_CHUNK = 1024 * 1024
 MAX_PENDING_INPUT = 1024 * 1024
 KILL_GRACE_SECS = 2.0
@@ -381,6 +392,9 @@ class TerminalWorker:
         self.exit_signal = None
         self.reason = None
         self._pending_input = bytearray()
+        self._out_chunks: list[bytes] = []   # read from the PTY, not yet published
+        self._out_size = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._pty_open = False
         self._terminate_requesters: list[ClientConnection] = []
         self._ending: asyncio.Task | None = None
@@ -543,10 +557,10 @@ class TerminalWorker:
 
     # ---- the PTY
 
-    def _on_pty_readable(self) -> None:
-        chunks = []
-        total = 0
-        while total < READ_BUDGET:
+    def _read_pty(self) -> int:
+        """Read up to READ_BUDGET bytes into the pending output; return how many."""
+        read = 0
+        while self._out_size < READ_BUDGET:
             try:
                 chunk = os.read(self.fd, READ_SIZE)
             except BlockingIOError:
@@ -559,23 +573,34 @@ class TerminalWorker:
                 self._loop.remove_reader(self.fd)
                 self._reap()
                 break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total:
-            self._publish(chunks, total)
+            self._out_chunks.append(chunk)
+            self._out_size += len(chunk)
+            read += len(chunk)
+        return read
+
+    def _on_pty_readable(self) -> None:
+        read = self._read_pty()
+        if self._out_size >= READ_BUDGET:
+            self._flush_output()
+        elif read < FLOOD_BYTES:
+            if self._flush_timer is None:   # interactive output goes out at once
+                self._flush_output()
+        elif self._flush_timer is None:
+            # A flood: wait a moment for more, so clients get fewer, bigger frames.
+            self._flush_timer = self._loop.call_later(COALESCE_SECS, self._flush_output)
 
     def _drain_pty(self) -> None:
         """Read what the session wrote before it ended (bounded: writers are gone)."""
-        if not self._pty_open:
-            return
-        for _ in range(64):
-            before = self.ring.end
-            try:
-                self._on_pty_readable()
-            except OSError:
-                break
-            if self.ring.end == before:
-                break
+        if self._pty_open:
+            for _ in range(64):
+                try:
+                    read = self._read_pty()
+                except OSError:
+                    break
+                self._flush_output()
+                if not read:
+                    break
+        self._flush_output()
 
     def _close_pty(self) -> None:
         if self._pty_open:
@@ -584,6 +609,15 @@ class TerminalWorker:
             self._loop.remove_writer(self.fd)
             self.proc.fileobj.close()
             self.proc.closed = True
+
+    def _flush_output(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._out_size:
+            chunks, total = self._out_chunks, self._out_size
+            self._out_chunks, self._out_size = [], 0
+            self._publish(chunks, total)
 
     def _publish(self, chunks: list[bytes], total: int) -> None:
         offset = self.ring.end
