@@ -30,6 +30,12 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ, **(env or {}))
         self.env.pop("CLOWN_HOME", None)
+        # The user the daemon runs for gets a fresh home: agents and shells started in the
+        # tests read no rc files of the machine's real user.
+        self.user_home = os.path.join(os.path.dirname(os.path.abspath(self.home)),
+                                      os.path.basename(self.home) + "-user")
+        os.makedirs(self.user_home, exist_ok=True)
+        self.env["HOME"] = self.user_home
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
         self.process = None
         self.auth_headers = {}

@@ -13,6 +13,7 @@ HANDLER_MODULES = (
     "clown.daemon.handlers",
     "clown.catalog.handlers",
     "clown.profiles.handlers",
+    "clown.terminal.handlers",
     "clown.usage.handlers",
     "clown.proxy.handlers",
     "clown.web.auth",

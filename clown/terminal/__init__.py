@@ -1,0 +1,1 @@
+"""Terminal sessions: REST routes, the ``/ws/terminal/{id}`` relay and the manager of term workers."""
