@@ -73,6 +73,7 @@ SNAPSHOT_CHUNK = 1024 * 1024
 MAX_PENDING_INPUT = 1024 * 1024
 KILL_GRACE_SECS = 2.0
 DRAIN_SECS = 5.0
+REAP_SECS = 5.0
 # How long a client closed as too slow has to take its last bytes and the reason.
 SLOW_CLIENT_GRACE_SECS = 5.0
 PARENT_POLL_SECS = 1.0
@@ -479,8 +480,21 @@ class TerminalWorker:
         if self.reason is None:
             self.reason = reason
         log.info("session %s: ending (%s)", self.session_id, reason)
-        self._ending = self._loop.create_task(
-            procs.kill_session_async(self.proc.pid, self.pid_started, KILL_GRACE_SECS))
+        self._ending = self._loop.create_task(self._kill_and_reap())
+
+    async def _kill_and_reap(self) -> None:
+        """Kill the session, then give the reaper a moment; never raises."""
+        try:
+            await procs.kill_session_async(self.proc.pid, self.pid_started, KILL_GRACE_SECS)
+        except Exception:
+            log.exception("session %s: killing the session failed", self.session_id)
+        self._reap()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exited), REAP_SECS)
+        except asyncio.TimeoutError:
+            # Unkillable (uninterruptible sleep?): record what we know and leave.
+            log.error("session %s: pid %d did not exit after SIGKILL", self.session_id, self.proc.pid)
+            self._exited.set_result(None)
 
     def _poll_parent(self) -> None:
         """Every second: did supervisord die (we were reparented)? Did a SIGCHLD go missing?"""
@@ -515,10 +529,9 @@ class TerminalWorker:
     async def _finish(self) -> None:
         """The agent is gone (or never started): clean up, record, tell, leave."""
         if self.proc is not None:
-            if self._ending is not None:
-                await self._ending
-            else:   # the agent exited by itself: end what it left behind in its session
-                await procs.kill_session_async(self.proc.pid, self.pid_started, KILL_GRACE_SECS)
+            if self._ending is None:   # the agent exited by itself: end what it left behind
+                self._ending = self._loop.create_task(self._kill_and_reap())
+            await self._ending
             self._drain_pty()
             self._close_pty()
         try:

@@ -544,7 +544,6 @@ def test_worker_memory_stays_flat_under_a_flood_with_a_stalled_client(worker_fac
     fast.send_input(b"\n")
     fast.pump(lambda: len(fast.output) - fast.ready_at >= 30_000_000, timeout=30)
     rss = psutil.Process(worker.process.pid).memory_info().rss
-    print("worker rss", rss)
     assert rss < 40 * 1024 * 1024, rss
     stalled.close()
 
