@@ -66,7 +66,8 @@ class WsClient:
     """A real WebSocket client of ``/ws`` that remembers every message it received."""
 
     def __init__(self, daemon, **kwargs):
-        self.socket = connect(ws_url(daemon), open_timeout=10, max_size=None, **kwargs)
+        self._connection = connect(ws_url(daemon), open_timeout=10, max_size=None, **kwargs)
+        self.socket = self._connection.__enter__()
         self.received: list[dict] = []
 
     def send(self, message) -> None:
@@ -92,7 +93,7 @@ class WsClient:
                 return message
 
     def close(self) -> None:
-        self.socket.close()
+        self._connection.__exit__(None, None, None)
 
     def __enter__(self):
         return self
