@@ -443,8 +443,10 @@ class TerminalWorker:
         spec = self.spec
         env = spec.child_env(SecretStore(self.home.secrets))
         argv = list(spec.argv)
-        found = shutil.which(argv[0], path=env.get("PATH", os.defpath))
-        if found:
+        if os.sep not in argv[0]:   # looked up on the child's PATH, not the worker's
+            found = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+            if found is None:
+                raise FileNotFoundError(f"{argv[0]} is not on the session's PATH")
             argv[0] = found
         cwd = spec.cwd
 
@@ -831,7 +833,10 @@ def _is_int(value) -> bool:
 def recover_crashed(record: SessionRecord, row: sqlite3.Row) -> None:
     """The previous worker of this session died without recording the end: kill what is
     left of its PTY session (only if pid and create_time still match) and record it."""
-    killed = procs.kill_session(row["pid"], row["pid_started"], KILL_GRACE_SECS)
+    if row["pid"] is not None and row["pid_started"] is not None:
+        killed = procs.kill_session(row["pid"], row["pid_started"], KILL_GRACE_SECS)
+    else:   # without both, a live pid could be anyone's
+        killed = []
     log.warning("session %s: the previous worker crashed; killed %s", record.session_id, killed)
     record.change(SessionState.TERMINATED, reason=REASON_WORKER_CRASHED, ended_at=clock.utc_iso())
 

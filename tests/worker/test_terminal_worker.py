@@ -687,14 +687,22 @@ def test_an_orphaned_worker_ends_its_session(worker_factory):
     assert (row["state"], row["reason"], row["exit_signal"]) == ("terminated", "daemon stopped", 1)
 
 
-def test_a_spawn_failure_is_recorded(worker_factory):
-    worker = worker_factory(["/nonexistent/agent"])
+@pytest.mark.parametrize("argv, fields, reason", [
+    (["/nonexistent/agent"], {}, "spawn failed: "),
+    (["python3", "-V"], {"env": {"PATH": "/nonexistent"}}, "spawn failed: python3 is not on the session's PATH"),
+    (["/bin/true"], {"cwd": "/nonexistent/dir"}, "spawn failed: "),
+    (["/bin/true"], {"cols": 0}, "bad launch spec: cols must be 1-1000 and rows 1-500"),
+    ("/bin/true", {}, "bad launch spec: spec field 'argv' must be list"),
+], ids=["no-binary", "not-on-child-path", "no-cwd", "bad-size", "argv-not-list"])
+def test_a_session_that_cannot_start_is_recorded_terminated(worker_factory, argv, fields, reason):
+    worker = worker_factory(argv, **fields)
     worker.start(wait_socket=False)
     assert worker.wait() == 0
     row = worker.row()
     assert row["state"] == "terminated"
-    assert row["reason"].startswith("spawn failed: ")
+    assert row["reason"].startswith(reason), row["reason"]
     assert row["pid"] is None
+    assert row["ended_at"] is not None
 
 
 # --- environment ------------------------------------------------------------------------
@@ -751,3 +759,42 @@ def test_terminal_worker_client_round_trip(worker_factory):
 
     asyncio.run(scenario())
     assert worker.wait() == 0
+
+
+def test_terminal_worker_client_paused_too_long_is_closed_with_4008(worker_factory):
+    total = 20_000_000
+    worker = worker_factory(sh(QUIET + f"read go; head -c {total} /dev/zero | tr '\\0' a; sleep 30"),
+                            client_backlog_bytes=1024 * 1024)
+    worker.start()
+    watcher = worker.client(attach=False)   # types and asks for status; gets no output
+
+    def ring_end():
+        watcher.send_control({"op": "status"})
+        watcher.controls.clear()
+        return watcher.wait_op("status")["end"]
+
+    deadline = time.monotonic() + TIMEOUT
+    while ring_end() < len(READY) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    async def scenario():
+        client = await TerminalWorkerClient.connect(worker.socket_path)
+        await client.attach()
+        client.pause_reading()
+        watcher.send_input(b"\n")
+        deadline = time.monotonic() + 30
+        while ring_end() < len(READY) + total and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        client.resume_reading()
+        events = [event async for event in client]
+        assert events[0] == {"op": "snapshot", "start": 0, "end": len(READY)}
+        assert events[-1] == {"op": "closing", "code": 4008, "reason": "client too slow"}
+        received = b"".join(event.data for event in events if isinstance(event, Output))
+        assert received == READY + b"a" * (len(received) - len(READY))
+        assert len(received) < total
+        assert client.closed
+        await client.close()
+
+    asyncio.run(scenario())
+    assert ring_end() == len(READY) + total
+    assert watcher.controls[-1]["client_count"] == 0
