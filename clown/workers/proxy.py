@@ -248,7 +248,7 @@ class ProxyHandler(tornado.web.RequestHandler):
         except tornado.iostream.StreamClosedError:
             pass   # the agent went away; the upstream is closed below
         finally:
-            upstream.close()
+            upstream.release()
             if meter is not None and not recorded:
                 meter.finish()
                 await self._record(meter, request_id, body, started)

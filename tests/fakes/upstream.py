@@ -156,6 +156,7 @@ class FakeUpstream:
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeUpstream
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True      # else keep-alive clients wait out delayed ACKs (40 ms)
 
     def log_message(self, fmt, *args):
         log.debug("fake upstream: " + fmt, *args)
