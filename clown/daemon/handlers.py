@@ -4,6 +4,7 @@ import shutil
 
 from clown import __version__
 from clown.config import BACKENDS
+from clown.daemon.feed import StoreFeed
 from clown.daemon.logs import LogReader
 from clown.daemon.schemas import (ConfigSchema, DaemonStatusSchema, HealthSchema, LogLinesSchema,
                                   LogProgramSchema, LogQuerySchema)
@@ -12,6 +13,11 @@ from clown.web.base import ApiError, ClownHandler, Op, SessionsHandler
 
 # The CLI each session backend drives; pty needs nothing outside clown.
 BACKEND_TOOLS = {"pty": None, "tmux": "tmux", "zellij": "zellij", "docker": "docker"}
+
+
+def setup(ctx) -> None:
+    feed = StoreFeed(ctx)
+    ctx.startup.append(feed.start)
 
 
 def available_backends() -> dict[str, bool]:
