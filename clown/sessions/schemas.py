@@ -134,7 +134,3 @@ class WsSendMessageSchema(_WsMessage):
     content = fields.String(required=True, validate=[validate.Length(min=1),
                                                      _utf8_bytes_at_most(MAX_MESSAGE_BYTES, "content")])
 
-
-class WsSessionSchema(_WsMessage):
-    type = fields.String(required=True)
-    session_id = fields.String(required=True, validate=validate.Length(min=1, max=128))

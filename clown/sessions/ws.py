@@ -24,7 +24,7 @@ import logging
 import tornado.websocket
 from marshmallow import ValidationError
 
-from clown.sessions.schemas import WsSendMessageSchema, WsSessionSchema, WsSubscribeSchema
+from clown.sessions.schemas import WsSendMessageSchema, WsSubscribeSchema
 from clown.web.base import ApiError, JsonWebSocketHandler, describe_validation_error
 from clown.web.events import TOPICS
 
