@@ -76,6 +76,9 @@ DRAIN_SECS = 5.0
 REAP_SECS = 5.0
 # How long a client closed as too slow has to take its last bytes and the reason.
 SLOW_CLIENT_GRACE_SECS = 5.0
+# How long clients that are all behind may hold the agent's output back (see _throttle).
+STALL_SECS = 2.0
+THROTTLE_CHECK_SECS = 0.01
 PARENT_POLL_SECS = 1.0
 REASON_TERMINATED = "terminated"
 REASON_DAEMON_STOPPED = "daemon stopped"
@@ -292,6 +295,7 @@ class ClientConnection(asyncio.Protocol):
         self.paused = False
         # Snapshot bytes allowed in the backlog on top of client_backlog_bytes.
         self.snapshot_allowance = 0
+        self.behind_since = None   # loop time since when it has been over half its limit
 
     def connection_made(self, transport):
         self.transport = transport
@@ -397,6 +401,8 @@ class TerminalWorker:
         self._out_size = 0
         self._flush_timer: asyncio.TimerHandle | None = None
         self._pty_open = False
+        self._pty_eof = False
+        self._throttled = False
         self._terminate_requesters: list[ClientConnection] = []
         self._ending: asyncio.Task | None = None
         self._stop_before_spawn: str | None = None
@@ -585,6 +591,7 @@ class TerminalWorker:
                     raise
                 chunk = b""
             if not chunk:   # EIO: every slave fd is closed
+                self._pty_eof = True
                 self._loop.remove_reader(self.fd)
                 self._reap()
                 break
@@ -652,6 +659,46 @@ class TerminalWorker:
                 client.snapshot_allowance = 0
             elif backlog > limit + client.snapshot_allowance:
                 self._drop_slow(client)
+        if self._all_clients_behind():
+            self._throttle()
+
+    # Throttling: when every attached client is behind (say the only one is a browser on
+    # a slow link), stop reading the PTY so the agent writes at the pace of the clients,
+    # as on a real terminal, instead of closing them. A client that stays behind for
+    # STALL_SECS no longer holds the agent back: it then passes its limit and is closed.
+
+    def _all_clients_behind(self) -> bool:
+        """Every attached client has over half its backlog limit queued, none for more
+        than STALL_SECS."""
+        if not self.attached:
+            return False
+        now = self._loop.time()
+        threshold = self.spec.client_backlog_bytes // 2
+        behind = True
+        for client in self.attached:
+            if client.backlog() <= threshold:
+                client.behind_since = None
+                behind = False
+            elif client.behind_since is None:
+                client.behind_since = now
+            elif now - client.behind_since > STALL_SECS:
+                behind = False
+        return behind
+
+    def _throttle(self) -> None:
+        if self._throttled or not self._pty_open or self._pty_eof:
+            return
+        self._throttled = True
+        self._loop.remove_reader(self.fd)
+        self._loop.call_later(THROTTLE_CHECK_SECS, self._check_throttle)
+
+    def _check_throttle(self) -> None:
+        if self._pty_open and not self._pty_eof and self._all_clients_behind():
+            self._loop.call_later(THROTTLE_CHECK_SECS, self._check_throttle)
+            return
+        self._throttled = False
+        if self._pty_open and not self._pty_eof:
+            self._loop.add_reader(self.fd, self._on_pty_readable)
 
     def _drop_slow(self, client: ClientConnection) -> None:
         log.info("session %s: closing a client too slow (%d bytes behind)",

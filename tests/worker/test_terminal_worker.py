@@ -184,13 +184,26 @@ class RawClient:
                     return
                 raise EOFError(f"the worker closed the connection; controls {self.controls}, "
                                f"{len(self.output)} bytes of output")
-            if frame.type == DATA:
-                offset, data = frames.decode_output(frame.payload)
-                assert offset == self.next_offset, (offset, self.next_offset)
-                self.next_offset += len(data)
-                self.output += data
-            else:
-                self.controls.append(json.loads(frame.payload))
+            self.record(frame)
+
+    def record(self, frame):
+        if frame.type == DATA:
+            offset, data = frames.decode_output(frame.payload)
+            assert offset == self.next_offset, (offset, self.next_offset)
+            self.next_offset += len(data)
+            self.output += data
+        else:
+            self.controls.append(json.loads(frame.payload))
+
+    def read_once(self, size):
+        """One recv of at most ``size`` bytes; record the frames it completes."""
+        while self.pending:
+            self.record(self.pending.pop(0))
+        chunk = self.sock.recv(size)
+        if not chunk:
+            self.eof = True
+        for frame in self.decoder.feed(chunk):
+            self.record(frame)
 
     def wait_ready(self):
         """Wait for the script's READY; ``since_ready()`` is the output after it."""
@@ -532,6 +545,23 @@ def test_slow_client_is_closed_with_4008_while_a_fast_one_gets_everything(worker
     assert slow.controls[-1] == {"op": "closing", "code": 4008, "reason": "client too slow"}
     assert len(READY) < len(slow.output) < len(READY) + total
     assert bytes(slow.output) == READY + b"a" * (len(slow.output) - len(READY))
+
+
+def test_a_lone_client_slower_than_the_agent_throttles_it_and_misses_nothing(worker_factory):
+    total = 8_000_000
+    worker = worker_factory(sh(QUIET + f"read go; head -c {total} /dev/zero | tr '\\0' a"),
+                            client_backlog_bytes=1024 * 1024)
+    worker.start()
+    client = worker.client()
+    client.wait_ready()
+    client.send_input(b"\n")
+    started = time.monotonic()
+    while not client.eof:   # 64 KiB per 10 ms at most: slower than the PTY
+        client.read_once(64 * 1024)
+        time.sleep(0.01)
+    assert time.monotonic() - started > 1
+    assert client.since_ready() == b"a" * total
+    assert [c["op"] for c in client.controls] == ["hello", "snapshot", "state"]
 
 
 def test_worker_memory_stays_flat_under_a_flood_with_a_stalled_client(worker_factory):
