@@ -49,7 +49,7 @@ from clown import clock, store
 from clown.catalog.pricing import current_table, price_for
 from clown.home import Home
 from clown.usage import periods
-from clown.usage.store import UsageEvent, bucket_of, delete_events, record_events, usage_key
+from clown.usage.store import UsageEvent, delete_events, record_events, usage_key
 
 try:
     from orjson import loads as _loads
@@ -205,7 +205,8 @@ class ClaudeImporter(Importer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.days_seen: set[str] = set()
+        self.hours_seen: set[int] = set()
+        self._file_keys: dict[str, int] = {}
 
     def files(self, root: str) -> list[str]:
         projects = os.path.join(root, "projects")
@@ -218,6 +219,9 @@ class ClaudeImporter(Importer):
         parent = os.path.basename(os.path.dirname(path))
         grandparent = os.path.basename(os.path.dirname(os.path.dirname(path)))
         self._path_session = parent if grandparent != "projects" else os.path.basename(path)[:-len(".jsonl")]
+        # Claude Code writes a response once per content block: drop the smaller copies here
+        # already (per file, so memory stays bounded); the store keeps the rule across files.
+        self._file_keys = {}
 
     def line(self, line: bytes, path: str, offset: int) -> None:
         if _USAGE_MARKER not in line:
@@ -236,6 +240,10 @@ class ClaudeImporter(Importer):
         event = self.entry(document, path, offset)
         if event is not None:
             self.found += 1
+            seen = self._file_keys.get(event.dedup_key)
+            if seen is not None and seen >= event.total:
+                return
+            self._file_keys[event.dedup_key] = event.total
             self.pending.append(event)
 
     def entry(self, document: dict, path: str, offset: int) -> UsageEvent | None:
@@ -289,7 +297,7 @@ class ClaudeImporter(Importer):
             else:
                 key = f"line:{path}:{offset}"
         tokens = (input_tokens, output_tokens, cache_creation, cache_read)
-        self.days_seen.add(periods.day_of(at, self.tz))
+        self.hours_seen.add(int(at // 3600))
         return UsageEvent(
             dedup_key=key, source="claude", at=at, model=model, profile=self.profile, agent="claude",
             provider="", session=session, input_tokens=input_tokens, output_tokens=output_tokens,
@@ -345,11 +353,10 @@ class ClaudeImporter(Importer):
 
     def covered_days(self) -> set[str]:
         """Local days that have transcript usage: from this run and from earlier imports."""
-        days = set(self.days_seen)
-        buckets = {row[0] for row in self.conn.execute(
-            "SELECT DISTINCT CAST(at / 900 AS INTEGER) * 900 FROM usage_events WHERE source = 'claude'")}
-        days.update(periods.day_of(bucket, self.tz) for bucket in buckets)
-        return days
+        quarters = {hour * 3600 + quarter for hour in self.hours_seen for quarter in (0, 900, 1800, 2700)}
+        quarters.update(row[0] for row in self.conn.execute(
+            "SELECT DISTINCT CAST(at / 900 AS INTEGER) * 900 FROM usage_events WHERE source = 'claude'"))
+        return {periods.day_of(quarter, self.tz) for quarter in quarters}
 
 
 def _model_ratios(model_usage) -> dict:

@@ -1,21 +1,22 @@
-"""The ``GET /api/usage`` document, computed from ``usage_rollup`` (never the events).
+"""The ``GET /api/usage`` document, computed from the rollups (never the events).
 
 Costs are computed at report time from the pricing table in force, per model, from the
 summed tokens (cost is linear in tokens, so this equals the sum of per-event costs); a
 model without a price counts in tokens, costs 0 and is listed in ``unpriced_models``.
-Sessions are the distinct non-empty ``session`` values with usage in the period; a
-session's runtime is from its first to its last event inside the period.
+Sessions are the distinct non-empty ``session`` values whose first-to-last event span
+overlaps the period; a session's runtime is that span clipped to the period.
 """
 
+import datetime as dt
 import sqlite3
+import time
 
 from clown import clock
 from clown.catalog.pricing import Price, price_for
 from clown.usage import periods
-from clown.usage.store import TOKEN_FIELDS
+from clown.usage.store import HOUR_SECS, QUARTER_SECS, ROLLUP_TABLES, TOKEN_FIELDS
 
 COST_FIELDS = ("input_cost", "output_cost", "cache_creation_cost", "cache_read_cost", "total_cost")
-_SUMS = ", ".join(f"SUM({name})" for name in TOKEN_FIELDS)
 
 
 def _zero_tokens() -> dict:
@@ -59,9 +60,20 @@ class Pricer:
         return price.costs(**tokens)
 
 
+def rollup_table(tz, start: float | None, end: float | None, now: float) -> str:
+    """The hourly rollup when ``tz``'s offsets around the period are whole hours, else the 15-minute one."""
+    moments = [now] + [moment for moment in (start, end) if moment is not None]
+    year = dt.datetime.fromtimestamp(now, tz).year
+    moments += [dt.datetime(year, 1, 1, tzinfo=tz).timestamp(), dt.datetime(year, 7, 1, tzinfo=tz).timestamp()]
+    whole_hours = all(dt.datetime.fromtimestamp(moment, tz).utcoffset().total_seconds() % 3600 == 0
+                      for moment in moments)
+    return ROLLUP_TABLES[HOUR_SECS] if whole_hours else ROLLUP_TABLES[QUARTER_SECS]
+
+
 def build_report(conn: sqlite3.Connection, period: str, tz, table: dict[str, Price], profile: str | None = None,
                  model: str | None = None, now: float | None = None) -> dict:
     """The ``data`` of ``GET /api/usage`` for ``period`` (a key of periods.PERIODS)."""
+    now = time.time() if now is None else now
     start, end = periods.period_range(period, tz, now)
     where, params = [], []
     if start is not None:
@@ -76,61 +88,82 @@ def build_report(conn: sqlite3.Connection, period: str, tz, table: dict[str, Pri
     condition = (" WHERE " + " AND ".join(where)) if where else ""
     pricer = Pricer(table)
 
+    # One pass over the rollup rows: tokens summed per (day, profile, model), then priced.
+    groups: dict[tuple, list] = {}
+    last_used: dict[str, float] = {}
+    day_cache: dict[int, str] = {}
+    rollup = rollup_table(tz, start, end, now)
+    for bucket, name, model_name, t_in, t_out, t_write, t_read, last in conn.execute(
+            f"SELECT bucket, profile, model, {', '.join(TOKEN_FIELDS)}, last_at FROM {rollup}{condition}", params):
+        day = day_cache.get(bucket)
+        if day is None:
+            day = day_cache[bucket] = periods.day_of(bucket, tz)
+        key = (day, name, model_name)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [t_in, t_out, t_write, t_read]
+        else:
+            group[0] += t_in
+            group[1] += t_out
+            group[2] += t_write
+            group[3] += t_read
+        if last > last_used.get(name, 0.0):
+            last_used[name] = last
+
     total_tokens, total_cost = _zero_tokens(), _zero_cost()
     by_profile: dict[str, dict] = {}
     by_model: dict[str, dict] = {}
-    rows = conn.execute(
-        f"SELECT profile, model, {_SUMS}, MAX(last_at) FROM usage_rollup{condition} GROUP BY profile, model",
-        params).fetchall()
-    for row in rows:
-        name, model_name = row[0], row[1]
-        tokens = dict(zip(TOKEN_FIELDS, (value or 0 for value in row[2:6])))
-        cost = pricer.cost(model_name, tokens)
-        _add(total_tokens, row[2:6])
-        _add_cost(total_cost, cost)
-        entry = by_profile.setdefault(name, {"profile": name, "tokens": _zero_tokens(), "cost": _zero_cost(),
-                                             "sessions": 0, "runtime_secs": 0, "last_used": None})
-        _add(entry["tokens"], row[2:6])
-        _add_cost(entry["cost"], cost)
-        last = row[6]
-        if last is not None and (entry["last_used"] is None or last > entry["last_used"]):
-            entry["last_used"] = last
-        model_entry = by_model.setdefault(model_name, {"model": model_name, "tokens": _zero_tokens(),
-                                                       "cost": _zero_cost()})
-        _add(model_entry["tokens"], row[2:6])
-        _add_cost(model_entry["cost"], cost)
-
-    # Sessions and their runtime inside the period.
-    session_condition = condition + (" AND " if condition else " WHERE ") + "session != ''"
-    sessions = set()
-    runtime_total = 0.0
-    for row in conn.execute(
-            f"SELECT profile, session, MIN(first_at), MAX(last_at) FROM usage_rollup{session_condition}"
-            " GROUP BY profile, session", params):
-        span = max(0.0, (row[3] or 0) - (row[2] or 0))
-        sessions.add(row[1])
-        runtime_total += span
-        entry = by_profile.get(row[0])
-        if entry is not None:
-            entry["sessions"] += 1
-            entry["runtime_secs"] += span
-
-    # Days, in the report's zone: buckets are 15 minutes, so each lies within one local day.
     by_day: dict[str, dict] = {}
     if start is not None:
         for day in periods.days_between(start, end, tz):
             by_day[day] = {"tokens": _zero_tokens(), "cost": {"total_cost": 0.0}}
-    day_cache: dict[int, str] = {}
-    for row in conn.execute(
-            f"SELECT bucket, model, {_SUMS} FROM usage_rollup{condition} GROUP BY bucket, model", params):
-        bucket = row[0]
-        day = day_cache.get(bucket)
-        if day is None:
-            day = day_cache[bucket] = periods.day_of(bucket, tz)
-        entry = by_day.setdefault(day, {"tokens": _zero_tokens(), "cost": {"total_cost": 0.0}})
-        _add(entry["tokens"], row[2:6])
-        tokens = dict(zip(TOKEN_FIELDS, (value or 0 for value in row[2:6])))
-        entry["cost"]["total_cost"] += pricer.cost(row[1], tokens)["total_cost"]
+    for (day, name, model_name), values in groups.items():
+        tokens = dict(zip(TOKEN_FIELDS, values))
+        cost = pricer.cost(model_name, tokens)
+        _add(total_tokens, values)
+        _add_cost(total_cost, cost)
+        entry = by_profile.get(name)
+        if entry is None:
+            entry = by_profile[name] = {"profile": name, "tokens": _zero_tokens(), "cost": _zero_cost(),
+                                        "sessions": 0, "runtime_secs": 0, "last_used": last_used.get(name)}
+        _add(entry["tokens"], values)
+        _add_cost(entry["cost"], cost)
+        model_entry = by_model.get(model_name)
+        if model_entry is None:
+            model_entry = by_model[model_name] = {"model": model_name, "tokens": _zero_tokens(), "cost": _zero_cost()}
+        _add(model_entry["tokens"], values)
+        _add_cost(model_entry["cost"], cost)
+        day_entry = by_day.get(day)
+        if day_entry is None:
+            day_entry = by_day[day] = {"tokens": _zero_tokens(), "cost": {"total_cost": 0.0}}
+        _add(day_entry["tokens"], values)
+        day_entry["cost"]["total_cost"] += cost["total_cost"]
+
+    # Sessions: those whose first-to-last span overlaps the period; runtime clipped to it.
+    session_where, session_params = [], []
+    low, high = (start, end) if start is not None else (float("-inf"), float("inf"))
+    if start is not None:
+        session_where.append("last_at >= ? AND first_at < ?")
+        session_params += [start, end]
+    if profile is not None:
+        session_where.append("profile = ?")
+        session_params.append(profile)
+    if model is not None:
+        session_where.append("model = ?")
+        session_params.append(model)
+    session_condition = (" WHERE " + " AND ".join(session_where)) if session_where else ""
+    sessions = set()
+    runtime_total = 0.0
+    for name, session, first, last in conn.execute(
+            f"SELECT profile, session, MIN(first_at), MAX(last_at) FROM usage_sessions{session_condition}"
+            " GROUP BY profile, session", session_params):
+        span = max(0.0, min(last, high) - max(first, low))
+        sessions.add(session)
+        runtime_total += span
+        entry = by_profile.get(name)
+        if entry is not None:
+            entry["sessions"] += 1
+            entry["runtime_secs"] += span
 
     for entry in by_profile.values():
         entry["cost"] = _round_cost(entry["cost"])

@@ -5,7 +5,7 @@ Every event has a ``dedup_key``; the same key never counts twice. When a key com
 writing one transcript line per content block), the copy with the larger token total
 wins, as in ccusage; on a tie the row already stored stays. A replacing copy keeps the
 stored row's profile, agent, provider and session when it has none of its own (an
-import does not know which clown profile ran the proxy). The ``usage_rollup`` rows move
+import does not know which clown profile ran the proxy). The rollup rows move
 by the difference in the same transaction, so reports always match the events.
 
 Key rules (shared by the proxy and the importers so that they meet):
@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from clown import store
 
-BUCKET_SECS = 900
+QUARTER_SECS = 900
+HOUR_SECS = 3600
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
@@ -55,8 +56,8 @@ def usage_key(message_id: str | None, request_id: str | None) -> str | None:
     return None
 
 
-def bucket_of(at: float) -> int:
-    return int(at // BUCKET_SECS) * BUCKET_SECS
+def bucket_of(at: float, size: int = QUARTER_SECS) -> int:
+    return int(at // size) * size
 
 
 _INSERT = (
@@ -64,44 +65,66 @@ _INSERT = (
     " output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost, request_id, message_id, at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(dedup_key) DO NOTHING")
 _ROLLUP = (
-    "INSERT INTO usage_rollup (bucket, profile, model, session, input_tokens, output_tokens,"
-    " cache_creation_input_tokens, cache_read_input_tokens, events, first_at, last_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(bucket, profile, model, session) DO UPDATE SET"
+    "INSERT INTO {table} (bucket, profile, model, input_tokens, output_tokens, cache_creation_input_tokens,"
+    " cache_read_input_tokens, events, last_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(bucket, profile, model) DO UPDATE SET"
     " input_tokens = input_tokens + excluded.input_tokens,"
     " output_tokens = output_tokens + excluded.output_tokens,"
     " cache_creation_input_tokens = cache_creation_input_tokens + excluded.cache_creation_input_tokens,"
     " cache_read_input_tokens = cache_read_input_tokens + excluded.cache_read_input_tokens,"
-    " events = events + excluded.events,"
-    " first_at = min(first_at, excluded.first_at), last_at = max(last_at, excluded.last_at)")
+    " events = events + excluded.events, last_at = max(last_at, excluded.last_at)")
+_SESSION = (
+    "INSERT INTO usage_sessions (profile, session, model, first_at, last_at, events) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(profile, session, model) DO UPDATE SET first_at = min(first_at, excluded.first_at),"
+    " last_at = max(last_at, excluded.last_at), events = events + excluded.events")
+ROLLUP_TABLES = {HOUR_SECS: "usage_rollup_hour", QUARTER_SECS: "usage_rollup_quarter"}
 
 
 class _RollupBatch:
     """Rollup changes of one transaction, summed per row before they are written."""
 
     def __init__(self):
-        self.rows: dict[tuple, list] = {}
-        self.shrunk: set[tuple] = set()
+        self.rows = {size: {} for size in ROLLUP_TABLES}
+        self.sessions: dict[tuple, list] = {}
+        self.shrunk = False
 
     def add(self, profile, model, session, at, tokens, events: int) -> None:
-        key = (bucket_of(at), profile, model, session)
         if events < 0:
-            self.shrunk.add(key)
-        row = self.rows.get(key)
-        if row is None:
-            self.rows[key] = [*tokens, events, at, at]
-        else:
-            for index in range(4):
-                row[index] += tokens[index]
-            row[4] += events
-            row[5] = min(row[5], at)
-            row[6] = max(row[6], at)
+            self.shrunk = True
+        for size, rows in self.rows.items():
+            key = (bucket_of(at, size), profile, model)
+            row = rows.get(key)
+            if row is None:
+                rows[key] = [*tokens, events, at]
+            else:
+                for index in range(4):
+                    row[index] += tokens[index]
+                row[4] += events
+                row[5] = max(row[5], at)
+        if session:
+            key = (profile, session, model)
+            row = self.sessions.get(key)
+            if row is None:
+                self.sessions[key] = [at, at, events]
+            else:
+                row[0] = min(row[0], at)
+                row[1] = max(row[1], at)
+                row[2] += events
 
     def write(self, conn: sqlite3.Connection) -> None:
-        if self.rows:
-            conn.executemany(_ROLLUP, [(*key, *values) for key, values in self.rows.items()])
+        for size, rows in self.rows.items():
+            if rows:
+                conn.executemany(_ROLLUP.format(table=ROLLUP_TABLES[size]),
+                                 [(*key, *values) for key, values in rows.items()])
+        if self.sessions:
+            conn.executemany(_SESSION, [(*key, *values) for key, values in self.sessions.items()])
         if self.shrunk:
-            conn.executemany("DELETE FROM usage_rollup WHERE bucket = ? AND profile = ? AND model = ? AND session = ?"
-                             " AND events <= 0", list(self.shrunk))
+            for size, rows in self.rows.items():
+                conn.executemany(f"DELETE FROM {ROLLUP_TABLES[size]} WHERE bucket = ? AND profile = ? AND model = ?"
+                                 " AND events <= 0", list(rows))
+            conn.executemany("DELETE FROM usage_sessions WHERE profile = ? AND session = ? AND model = ?"
+                             " AND events <= 0",
+                             list(self.sessions))
 
 
 def _tokens(event: UsageEvent) -> tuple:

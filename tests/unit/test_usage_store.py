@@ -86,7 +86,7 @@ def test_sessions_and_runtime_are_clipped_to_the_period(conn):
                          event("c", today_early + 600), event("d", today_early, session="s2", profile="other")])
     report = build_report(conn, "today", UTC, TABLE, now=NOW)
     assert report["total_sessions"] == 2
-    assert report["total_runtime_secs"] == 600
+    assert report["total_runtime_secs"] == 2400     # 00:00 (clipped) to 00:40
     assert report["aggregates"]["by_profile"]["work"]["sessions"] == 1
     assert report["aggregates"]["by_profile"]["work"]["last_used"] == "2026-01-21T00:40:00Z"
 

@@ -20,23 +20,46 @@ CREATE TABLE usage_events (
 );
 CREATE INDEX usage_events_at ON usage_events(at);
 
--- Pre-aggregated usage per 15-minute bucket (every real time zone's offset is a multiple
--- of 15 minutes, so any zone's day and period boundaries fall on bucket edges), profile,
--- model and session; kept in the same transaction as each event insert.
-CREATE TABLE usage_rollup (
-    bucket                      INTEGER NOT NULL,      -- epoch seconds, multiple of 900
+-- Pre-aggregated usage, kept in the same transaction as each event insert. Reports read
+-- these, never the events: per hour and profile and model (any zone whose offset is whole
+-- hours), per 15 minutes likewise (every real zone's offset is a multiple of 15 minutes),
+-- and per agent session its first and last event (sessions and runtime).
+CREATE TABLE usage_rollup_hour (
+    bucket                      INTEGER NOT NULL,      -- epoch seconds, multiple of 3600
     profile                     TEXT NOT NULL,
     model                       TEXT NOT NULL,
-    session                     TEXT NOT NULL,
     input_tokens                INTEGER NOT NULL DEFAULT 0,
     output_tokens               INTEGER NOT NULL DEFAULT 0,
     cache_creation_input_tokens INTEGER NOT NULL DEFAULT 0,
     cache_read_input_tokens     INTEGER NOT NULL DEFAULT 0,
     events                      INTEGER NOT NULL DEFAULT 0,
-    first_at                    REAL NOT NULL,
     last_at                     REAL NOT NULL,
-    PRIMARY KEY (bucket, profile, model, session)
+    PRIMARY KEY (bucket, profile, model)
 ) WITHOUT ROWID;
+
+CREATE TABLE usage_rollup_quarter (
+    bucket                      INTEGER NOT NULL,      -- epoch seconds, multiple of 900
+    profile                     TEXT NOT NULL,
+    model                       TEXT NOT NULL,
+    input_tokens                INTEGER NOT NULL DEFAULT 0,
+    output_tokens               INTEGER NOT NULL DEFAULT 0,
+    cache_creation_input_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_input_tokens     INTEGER NOT NULL DEFAULT 0,
+    events                      INTEGER NOT NULL DEFAULT 0,
+    last_at                     REAL NOT NULL,
+    PRIMARY KEY (bucket, profile, model)
+) WITHOUT ROWID;
+
+CREATE TABLE usage_sessions (
+    profile  TEXT NOT NULL,
+    session  TEXT NOT NULL,
+    model    TEXT NOT NULL,
+    first_at REAL NOT NULL,
+    last_at  REAL NOT NULL,
+    events   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (profile, session, model)
+) WITHOUT ROWID;
+CREATE INDEX usage_sessions_last ON usage_sessions(last_at);
 
 -- Import progress per transcript file: re-importing an unchanged file is a stat call.
 CREATE TABLE usage_import_files (

@@ -1,0 +1,171 @@
+"""Usage benchmark: clown's Claude Code import against ``ccusage daily``, and the report's speed.
+
+    python bench/usage/bench_usage.py [--size 1G] [--events 1000000]
+
+1. Generates a Claude Code transcript corpus of ``--size`` bytes (tests/fakes/transcripts.py:
+   real line format, repeated assistant messages, malformed lines).
+2. Times ``python -m clown.usage.imports`` into a fresh home (wall time, peak RSS), then the
+   re-import of the unchanged corpus, and ``ccusage daily --json --offline`` over the same
+   corpus (TZ=UTC), and checks that both count the same tokens.
+3. Fills a store with ``--events`` usage events over the last 30 days and times
+   ``GET /api/usage?period=30d`` through a real clownd (and the report function alone).
+
+Prints every number and the ratios clown/ccusage.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+from clown import store  # noqa: E402
+from clown.catalog.pricing import current_table  # noqa: E402
+from clown.home import Home  # noqa: E402
+from clown.usage import periods  # noqa: E402
+from clown.usage.report import build_report  # noqa: E402
+from clown.usage.store import UsageEvent, record_events  # noqa: E402
+from tests.fakes.transcripts import write_claude_corpus  # noqa: E402
+
+CCUSAGE = os.path.join(REPO, "tests", "npm", "node_modules", ".bin", "ccusage")
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().rstrip("B")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def run_measured(argv, env=None) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS in MiB, stdout) of a command."""
+    began = time.perf_counter()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    out_chunks = []
+    while True:
+        chunk = process.stdout.read(1 << 16)
+        if not chunk:
+            break
+        out_chunks.append(chunk)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - began
+    if process.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed: {process.stderr.read().decode(errors='replace')[-2000:]}")
+    return wall, usage.ru_maxrss // 1024, b"".join(out_chunks).decode()
+
+
+def bench_import(size: int, workdir: str) -> None:
+    claude_dir = os.path.join(workdir, "claude")
+    began = time.perf_counter()
+    corpus = write_claude_corpus(claude_dir, entries=200, days=30, padding=200, target_bytes=size)
+    print(f"corpus: {corpus['files']} files, {corpus['bytes'] / (1 << 20):.1f} MiB "
+          f"(generated in {time.perf_counter() - began:.1f} s)", flush=True)
+    home = Home(os.path.join(workdir, "home"))
+    home.ensure()
+    argv = [sys.executable, "-m", "clown.usage.imports", "--home", home.root, "--kind", "claude", "--dir", claude_dir,
+            "--timezone", "UTC"]
+    first, first_rss, out = run_measured(argv)
+    result = json.loads(out.strip().splitlines()[-1])["result"]
+    again, again_rss, _ = run_measured(argv)
+    print(f"clown import:   {first:7.2f} s, peak RSS {first_rss} MiB, {result['found']} entries, "
+          f"{result['malformed']} malformed", flush=True)
+    print(f"clown re-import: {again:6.2f} s ({again / first * 100:.1f}% of the first), peak RSS {again_rss} MiB")
+    if not os.path.exists(CCUSAGE):
+        print("ccusage not installed: no comparison")
+        return
+    fake_home = os.path.join(workdir, "ccusage-home")
+    os.makedirs(fake_home, exist_ok=True)
+    env = dict(os.environ, TZ="UTC", CLAUDE_CONFIG_DIR=claude_dir, HOME=fake_home)
+    theirs, theirs_rss, out = run_measured([CCUSAGE, "daily", "--json", "--offline"], env)
+    daily = json.loads(out)["daily"]
+    print(f"ccusage daily:  {theirs:7.2f} s, peak RSS {theirs_rss} MiB", flush=True)
+    conn = store.connect(home.db)
+    ours = conn.execute("SELECT SUM(input_tokens), SUM(output_tokens), SUM(cache_creation_input_tokens),"
+                        " SUM(cache_read_input_tokens) FROM usage_rollup_hour").fetchone()
+    reference = tuple(sum(day[name] for day in daily) for name in
+                      ("inputTokens", "outputTokens", "cacheCreationTokens", "cacheReadTokens"))
+    print(f"token totals agree: {tuple(ours) == reference} (clown {tuple(ours)}, ccusage {reference})")
+    print(f"ratio clown/ccusage: import time {first / theirs:.2f}x, peak RSS {first_rss / max(theirs_rss, 1):.2f}x, "
+          f"re-import time {again / theirs:.2f}x")
+
+
+def bench_report(events: int, workdir: str) -> None:
+    home = Home(os.path.join(workdir, "report-home"))
+    home.ensure()
+    conn = store.open_store(home.db)
+    rng = random.Random(3)
+    now = time.time()
+    models = ["claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5", "gpt-5"]
+    profiles = ["work", "home", "ci"]
+    began = time.perf_counter()
+    batch = []
+    sessions = max(1, events // 100)
+    for index in range(events):
+        session = rng.randrange(sessions)
+        base = now - (session % 30) * 86400 - rng.random() * 3600 * 4
+        batch.append(UsageEvent(
+            dedup_key=f"bench:{index}", source="proxy", at=base, model=models[session % 4],
+            profile=profiles[session % 3], session=f"s{session}", input_tokens=rng.randint(1, 5000),
+            output_tokens=rng.randint(1, 2000), cache_read_input_tokens=rng.randint(0, 50000)))
+        if len(batch) == 20000:
+            record_events(conn, batch)
+            batch = []
+    record_events(conn, batch)
+    rollup_rows = conn.execute("SELECT COUNT(*) FROM usage_rollup_hour").fetchone()[0]
+    print(f"store: {events} events in {time.perf_counter() - began:.1f} s, {rollup_rows} rollup rows", flush=True)
+    tz = periods.zone("UTC")
+    table = current_table(None)
+    timings = []
+    for _ in range(20):
+        began = time.perf_counter()
+        build_report(conn, "30d", tz, table)
+        timings.append(time.perf_counter() - began)
+    print(f"report(30d) in process: p50 {statistics.median(timings) * 1000:.1f} ms, max {max(timings) * 1000:.1f} ms")
+    conn.close()
+    from tests.clownd import Daemon
+
+    daemon = Daemon(home.root, toml='[usage]\ntimezone = "UTC"\n').start()
+    try:
+        timings = []
+        for _ in range(20):
+            began = time.perf_counter()
+            with urllib.request.urlopen(daemon.url + "/api/usage?period=30d") as response:
+                response.read()
+            timings.append(time.perf_counter() - began)
+        print(f"GET /api/usage?period=30d over {events} events: p50 {statistics.median(timings) * 1000:.1f} ms, "
+              f"max {max(timings) * 1000:.1f} ms (target 50 ms: ratio {statistics.median(timings) / 0.05:.2f}x)")
+    finally:
+        daemon.stop()
+        daemon.kill_everything()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="1G", help="corpus size, e.g. 100M or 1G")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--skip-import", action="store_true")
+    parser.add_argument("--skip-report", action="store_true")
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="clown-bench-usage-")
+    try:
+        if not args.skip_import:
+            bench_import(parse_size(args.size), workdir)
+        if not args.skip_report:
+            bench_report(args.events, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
