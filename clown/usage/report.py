@@ -141,7 +141,7 @@ def build_report(conn: sqlite3.Connection, period: str, tz, table: dict[str, Pri
 
     # Sessions: those whose first-to-last span overlaps the period; runtime clipped to it.
     session_where, session_params = [], []
-    low, high = (start, end) if start is not None else (float("-inf"), float("inf"))
+    low, high = (start, end) if start is not None else (-1e18, 1e18)
     if start is not None:
         session_where.append("last_at >= ? AND first_at < ?")
         session_params += [start, end]
@@ -152,18 +152,18 @@ def build_report(conn: sqlite3.Connection, period: str, tz, table: dict[str, Pri
         session_where.append("model = ?")
         session_params.append(model)
     session_condition = (" WHERE " + " AND ".join(session_where)) if session_where else ""
-    sessions = set()
+    total_sessions = 0
     runtime_total = 0.0
-    for name, session, first, last in conn.execute(
-            f"SELECT profile, session, MIN(first_at), MAX(last_at) FROM usage_sessions{session_condition}"
-            " GROUP BY profile, session", session_params):
-        span = max(0.0, min(last, high) - max(first, low))
-        sessions.add(session)
-        runtime_total += span
+    sessions_table = "usage_session_models" if model is not None else "usage_sessions"
+    for name, count, runtime in conn.execute(
+            "SELECT profile, COUNT(*), SUM(MAX(0, MIN(last_at, ?) - MAX(first_at, ?)))"
+            f" FROM {sessions_table}{session_condition} GROUP BY profile", [high, low, *session_params]):
+        total_sessions += count
+        runtime_total += runtime or 0.0
         entry = by_profile.get(name)
         if entry is not None:
-            entry["sessions"] += 1
-            entry["runtime_secs"] += span
+            entry["sessions"] = count
+            entry["runtime_secs"] = runtime or 0.0
 
     for entry in by_profile.values():
         entry["cost"] = _round_cost(entry["cost"])
@@ -177,7 +177,7 @@ def build_report(conn: sqlite3.Connection, period: str, tz, table: dict[str, Pri
         "period": periods.PERIODS[period],
         "total_tokens": total_tokens,
         "total_cost": _round_cost(total_cost),
-        "total_sessions": len(sessions),
+        "total_sessions": total_sessions,
         "total_runtime_secs": int(round(runtime_total)),
         "aggregates": {
             "by_profile": by_profile,

@@ -74,8 +74,12 @@ _ROLLUP = (
     " cache_read_input_tokens = cache_read_input_tokens + excluded.cache_read_input_tokens,"
     " events = events + excluded.events, last_at = max(last_at, excluded.last_at)")
 _SESSION = (
-    "INSERT INTO usage_sessions (profile, session, model, first_at, last_at, events) VALUES (?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT(profile, session, model) DO UPDATE SET first_at = min(first_at, excluded.first_at),"
+    "INSERT INTO usage_sessions (profile, session, first_at, last_at, events) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT(profile, session) DO UPDATE SET first_at = min(first_at, excluded.first_at),"
+    " last_at = max(last_at, excluded.last_at), events = events + excluded.events")
+_SESSION_MODEL = (
+    "INSERT INTO usage_session_models (profile, session, model, first_at, last_at, events) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(model, profile, session) DO UPDATE SET first_at = min(first_at, excluded.first_at),"
     " last_at = max(last_at, excluded.last_at), events = events + excluded.events")
 ROLLUP_TABLES = {HOUR_SECS: "usage_rollup_hour", QUARTER_SECS: "usage_rollup_quarter"}
 
@@ -86,6 +90,7 @@ class _RollupBatch:
     def __init__(self):
         self.rows = {size: {} for size in ROLLUP_TABLES}
         self.sessions: dict[tuple, list] = {}
+        self.session_models: dict[tuple, list] = {}
         self.shrunk = False
 
     def add(self, profile, model, session, at, tokens, events: int) -> None:
@@ -102,14 +107,14 @@ class _RollupBatch:
                 row[4] += events
                 row[5] = max(row[5], at)
         if session:
-            key = (profile, session, model)
-            row = self.sessions.get(key)
-            if row is None:
-                self.sessions[key] = [at, at, events]
-            else:
-                row[0] = min(row[0], at)
-                row[1] = max(row[1], at)
-                row[2] += events
+            for rows, key in ((self.sessions, (profile, session)), (self.session_models, (profile, session, model))):
+                row = rows.get(key)
+                if row is None:
+                    rows[key] = [at, at, events]
+                else:
+                    row[0] = min(row[0], at)
+                    row[1] = max(row[1], at)
+                    row[2] += events
 
     def write(self, conn: sqlite3.Connection) -> None:
         for size, rows in self.rows.items():
@@ -118,13 +123,15 @@ class _RollupBatch:
                                  [(*key, *values) for key, values in rows.items()])
         if self.sessions:
             conn.executemany(_SESSION, [(*key, *values) for key, values in self.sessions.items()])
+            conn.executemany(_SESSION_MODEL, [(*key, *values) for key, values in self.session_models.items()])
         if self.shrunk:
             for size, rows in self.rows.items():
                 conn.executemany(f"DELETE FROM {ROLLUP_TABLES[size]} WHERE bucket = ? AND profile = ? AND model = ?"
                                  " AND events <= 0", list(rows))
-            conn.executemany("DELETE FROM usage_sessions WHERE profile = ? AND session = ? AND model = ?"
-                             " AND events <= 0",
+            conn.executemany("DELETE FROM usage_sessions WHERE profile = ? AND session = ? AND events <= 0",
                              list(self.sessions))
+            conn.executemany("DELETE FROM usage_session_models WHERE profile = ? AND session = ? AND model = ?"
+                             " AND events <= 0", list(self.session_models))
 
 
 def _tokens(event: UsageEvent) -> tuple:

@@ -95,3 +95,11 @@ def test_filters_by_profile_and_model(conn):
     record_events(conn, [event("a", NOW), event("b", NOW, profile="other", model="x")])
     assert build_report(conn, "all", UTC, TABLE, profile="other", now=NOW)["total_tokens"]["input_tokens"] == 100
     assert list(build_report(conn, "all", UTC, TABLE, model="x", now=NOW)["aggregates"]["by_model"]) == ["x"]
+
+
+def test_a_model_filter_counts_only_sessions_that_used_it(conn):
+    record_events(conn, [event("a", NOW, session="s1"), event("b", NOW + 60, session="s1", model="x"),
+                         event("c", NOW, session="s2")])
+    assert build_report(conn, "today", UTC, TABLE, model="x", now=NOW)["total_sessions"] == 1
+    assert build_report(conn, "today", UTC, TABLE, now=NOW)["total_sessions"] == 2
+    assert build_report(conn, "today", UTC, TABLE, now=NOW)["total_runtime_secs"] == 60

@@ -53,13 +53,23 @@ CREATE TABLE usage_rollup_quarter (
 CREATE TABLE usage_sessions (
     profile  TEXT NOT NULL,
     session  TEXT NOT NULL,
+    first_at REAL NOT NULL,
+    last_at  REAL NOT NULL,
+    events   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (profile, session)
+) WITHOUT ROWID;
+CREATE INDEX usage_sessions_last ON usage_sessions(last_at);
+
+-- The same per model, for reports filtered by model.
+CREATE TABLE usage_session_models (
+    profile  TEXT NOT NULL,
+    session  TEXT NOT NULL,
     model    TEXT NOT NULL,
     first_at REAL NOT NULL,
     last_at  REAL NOT NULL,
     events   INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (profile, session, model)
+    PRIMARY KEY (model, profile, session)
 ) WITHOUT ROWID;
-CREATE INDEX usage_sessions_last ON usage_sessions(last_at);
 
 -- Import progress per transcript file: re-importing an unchanged file is a stat call.
 CREATE TABLE usage_import_files (
