@@ -295,7 +295,8 @@ class ClientConnection(asyncio.Protocol):
         self.paused = False
         # Snapshot bytes allowed in the backlog on top of client_backlog_bytes.
         self.snapshot_allowance = 0
-        self.behind_since = None   # loop time since when it has been over half its limit
+        # Loop time this client last took bytes (its transport drained) or was caught up.
+        self.last_progress = asyncio.get_running_loop().time()
 
     def connection_made(self, transport):
         self.transport = transport
@@ -325,6 +326,7 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self):
         self.paused = False
+        self.last_progress = asyncio.get_running_loop().time()
         while self.queue and not self.paused:
             frame = self.queue.popleft()
             self.queued -= len(frame)
@@ -662,28 +664,26 @@ class TerminalWorker:
         if self._all_clients_behind():
             self._throttle()
 
-    # Throttling: when every attached client is behind (say the only one is a browser on
-    # a slow link), stop reading the PTY so the agent writes at the pace of the clients,
-    # as on a real terminal, instead of closing them. A client that stays behind for
-    # STALL_SECS no longer holds the agent back: it then passes its limit and is closed.
+    # Throttling: when every attached client that is still reading is behind (the only
+    # one is a browser on a slow link, or twenty clients share one busy front), stop
+    # reading the PTY so the agent writes at the pace of the fastest of them, as on a real
+    # terminal, instead of closing them. A client that has taken nothing for STALL_SECS
+    # no longer holds the agent back: its backlog then passes its limit and it is closed.
 
     def _all_clients_behind(self) -> bool:
-        """Every attached client has over half its backlog limit queued, none for more
-        than STALL_SECS."""
+        """No attached client is caught up, and at least one that is behind still reads."""
         if not self.attached:
             return False
         now = self._loop.time()
         threshold = self.spec.client_backlog_bytes // 2
-        behind = True
+        reading_and_behind = False
         for client in self.attached:
             if client.backlog() <= threshold:
-                client.behind_since = None
-                behind = False
-            elif client.behind_since is None:
-                client.behind_since = now
-            elif now - client.behind_since > STALL_SECS:
-                behind = False
-        return behind
+                client.last_progress = now
+                return False
+            if now - client.last_progress <= STALL_SECS:
+                reading_and_behind = True
+        return reading_and_behind
 
     def _throttle(self) -> None:
         if self._throttled or not self._pty_open or self._pty_eof:
