@@ -169,7 +169,7 @@ class TerminalManager:
     async def connect(self, session_id: str, timeout: float = CONNECT_TIMEOUT) -> TerminalWorkerClient | None:
         """A connection to the session's worker, waiting while it starts; None once it has ended."""
         deadline = asyncio.get_running_loop().time() + timeout
-        delay = 0.005
+        delay = 0.002
         while True:
             row = self.row(session_id)
             if row is None or row["state"] == "terminated":
@@ -180,7 +180,7 @@ class TerminalManager:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            delay = min(delay * 2, 0.02)
 
     async def terminate(self, session_id: str) -> None:
         """End the session (its whole process tree) and remove its worker. Raises TerminalError 404."""
