@@ -111,9 +111,10 @@ def bench_report(events: int, workdir: str) -> None:
     began = time.perf_counter()
     batch = []
     sessions = max(1, events // 100)
+    session_start = [now - 4 * 3600 - rng.random() * 29.8 * 86400 for _ in range(sessions)]
     for index in range(events):
         session = rng.randrange(sessions)
-        base = now - (session % 30) * 86400 - rng.random() * 3600 * 4
+        base = session_start[session] + rng.random() * 3600 * 4    # sessions of up to 4 hours
         batch.append(UsageEvent(
             dedup_key=f"bench:{index}", source="proxy", at=base, model=models[session % 4],
             profile=profiles[session % 3], session=f"s{session}", input_tokens=rng.randint(1, 5000),

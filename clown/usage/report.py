@@ -60,6 +60,43 @@ class Pricer:
         return price.costs(**tokens)
 
 
+_SUMS = ", ".join(f"SUM({name})" for name in TOKEN_FIELDS)
+_EPOCH_DAY = dt.date(1970, 1, 1)
+
+
+def _offset(tz, moment: float) -> int:
+    return int(dt.datetime.fromtimestamp(moment, tz).utcoffset().total_seconds())
+
+
+def offset_segments(tz, start: int, end: int) -> list[tuple[int, int, int]]:
+    """``[start, end)`` cut where ``tz``'s UTC offset changes: ``[(from, to, offset)]``.
+
+    Steps a day at a time and finds each change to the quarter hour (offsets change on
+    quarter hours, and buckets are whole quarters).
+    """
+    segments = []
+    segment_start, offset = start, _offset(tz, start)
+    probe = start
+    while probe < end:
+        following = min(probe + 86400, end)
+        if following < end and _offset(tz, following) != offset or following == end and \
+                _offset(tz, end - 1) != offset:
+            low, high = probe, following          # offset(low) == offset, offset(high - 1) differs
+            while high - low > QUARTER_SECS:
+                middle = low + ((high - low) // 2 // QUARTER_SECS) * QUARTER_SECS or low + QUARTER_SECS
+                if _offset(tz, middle) == offset:
+                    low = middle
+                else:
+                    high = middle
+            segments.append((segment_start, high, offset))
+            segment_start, offset = high, _offset(tz, high)
+            probe = high
+            continue
+        probe = following
+    segments.append((segment_start, end, offset))
+    return [segment for segment in segments if segment[0] < segment[1]]
+
+
 def rollup_table(tz, start: float | None, end: float | None, now: float) -> str:
     """The hourly rollup when ``tz``'s offsets around the period are whole hours, else the 15-minute one."""
     moments = [now] + [moment for moment in (start, end) if moment is not None]
@@ -75,40 +112,41 @@ def build_report(conn: sqlite3.Connection, period: str, tz, table: dict[str, Pri
     """The ``data`` of ``GET /api/usage`` for ``period`` (a key of periods.PERIODS)."""
     now = time.time() if now is None else now
     start, end = periods.period_range(period, tz, now)
-    where, params = [], []
-    if start is not None:
-        where.append("bucket >= ? AND bucket < ?")
-        params += [int(start), int(end)]
+    filters, filter_params = "", []
     if profile is not None:
-        where.append("profile = ?")
-        params.append(profile)
+        filters += " AND profile = ?"
+        filter_params.append(profile)
     if model is not None:
-        where.append("model = ?")
-        params.append(model)
-    condition = (" WHERE " + " AND ".join(where)) if where else ""
+        filters += " AND model = ?"
+        filter_params.append(model)
     pricer = Pricer(table)
 
-    # One pass over the rollup rows: tokens summed per (day, profile, model), then priced.
+    # Tokens per (local day, profile, model), summed by SQLite: within a stretch of constant
+    # UTC offset the local day number is (bucket + offset) // 86400.
     groups: dict[tuple, list] = {}
     last_used: dict[str, float] = {}
-    day_cache: dict[int, str] = {}
     rollup = rollup_table(tz, start, end, now)
-    for bucket, name, model_name, t_in, t_out, t_write, t_read, last in conn.execute(
-            f"SELECT bucket, profile, model, {', '.join(TOKEN_FIELDS)}, last_at FROM {rollup}{condition}", params):
-        day = day_cache.get(bucket)
-        if day is None:
-            day = day_cache[bucket] = periods.day_of(bucket, tz)
-        key = (day, name, model_name)
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [t_in, t_out, t_write, t_read]
-        else:
-            group[0] += t_in
-            group[1] += t_out
-            group[2] += t_write
-            group[3] += t_read
-        if last > last_used.get(name, 0.0):
-            last_used[name] = last
+    if start is None:
+        low_high = conn.execute(f"SELECT MIN(bucket), MAX(bucket) FROM {rollup}").fetchone()
+        span = (low_high[0], low_high[1] + HOUR_SECS) if low_high[0] is not None else None
+    else:
+        span = (int(start), int(end))
+    for segment_start, segment_end, offset in (offset_segments(tz, *span) if span else ()):
+        for day_number, name, model_name, t_in, t_out, t_write, t_read, last in conn.execute(
+                f"SELECT (bucket + ?) / 86400, profile, model, {_SUMS}, MAX(last_at) FROM {rollup}"
+                f" WHERE bucket >= ? AND bucket < ?{filters} GROUP BY 1, 2, 3",
+                [offset, segment_start, segment_end, *filter_params]):
+            key = (_EPOCH_DAY + dt.timedelta(days=day_number)).isoformat(), name, model_name
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [t_in, t_out, t_write, t_read]
+            else:
+                group[0] += t_in
+                group[1] += t_out
+                group[2] += t_write
+                group[3] += t_read
+            if last > last_used.get(name, 0.0):
+                last_used[name] = last
 
     total_tokens, total_cost = _zero_tokens(), _zero_cost()
     by_profile: dict[str, dict] = {}

@@ -103,3 +103,17 @@ def test_a_model_filter_counts_only_sessions_that_used_it(conn):
     assert build_report(conn, "today", UTC, TABLE, model="x", now=NOW)["total_sessions"] == 1
     assert build_report(conn, "today", UTC, TABLE, now=NOW)["total_sessions"] == 2
     assert build_report(conn, "today", UTC, TABLE, now=NOW)["total_runtime_secs"] == 60
+
+
+@pytest.mark.parametrize("zone_name", ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"])
+def test_days_are_local_dates_across_dst_changes_and_half_hour_zones(conn, zone_name):
+    tz = zoneinfo.ZoneInfo(zone_name)
+    local_times = [dt.datetime(2026, month, day, hour, minute, tzinfo=tz) for month, day in
+                   ((3, 7), (3, 8), (3, 28), (3, 29), (3, 30), (4, 4), (4, 5), (10, 25), (11, 1))
+                   for hour, minute in ((0, 15), (12, 0), (23, 45))]
+    record_events(conn, [event(f"k{i}", moment.timestamp(), output_tokens=1) for i, moment in enumerate(local_times)])
+    report = build_report(conn, "all", tz, TABLE, now=NOW)
+    expected = {}
+    for moment in local_times:
+        expected[moment.date().isoformat()] = expected.get(moment.date().isoformat(), 0) + 1
+    assert {day: entry["tokens"]["output_tokens"] for day, entry in report["aggregates"]["by_day"].items()} == expected
