@@ -61,9 +61,13 @@ class ModelUsageSchema(Schema):
     cost = fields.Nested(CostSchema)
 
 
+class DayCostSchema(Schema):
+    total_cost = fields.Float()
+
+
 class DayUsageSchema(Schema):
     tokens = fields.Nested(TokensSchema)
-    cost = fields.Nested(CostSchema(only=("total_cost",)))
+    cost = fields.Nested(DayCostSchema)
 
 
 class AggregatesSchema(Schema):
