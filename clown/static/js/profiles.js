@@ -105,12 +105,15 @@ function profileForm(onCreated) {
     }
   }
 
+  let choicesGeneration = 0;
   async function fillProviderChoices() {
+    const mine = ++choicesGeneration;
     try {
       const [p, a] = await Promise.all([
         detail(providerDetails, "/api/providers", provider.value),
         detail(agentDetails, "/api/agents", agent.value),
       ]);
+      if (mine !== choicesGeneration) return; // the agent or provider changed meanwhile
       const endpoints = Object.entries((p && p.endpoints) || {});
       const defaultName = p && p.default_endpoint;
       replace(endpoint,
@@ -124,7 +127,7 @@ function profileForm(onCreated) {
         models.map((m) => h("option", { value: m, selected: m === preferred, text: m })));
       key.placeholder = p && p.type === "self" ? "not needed: the agent's own login" : "";
     } catch (err) {
-      replace(status, errorBox(err));
+      if (mine === choicesGeneration) replace(status, errorBox(err));
     }
   }
 

@@ -106,7 +106,7 @@ function profileTable(usage) {
     rows.map(([name, p]) => {
       const t = p.tokens || {};
       return h("tr", { "data-profile": name },
-        h("td", { text: p.profile || name }),
+        h("td", { text: p.profile || name || "(no profile)" }), // '' = imported from outside any profile
         h("td", { class: "num", text: formatNumber(t.input_tokens || 0) }),
         h("td", { class: "num", text: formatNumber(t.output_tokens || 0) }),
         h("td", { class: "num", text: formatNumber(t.cache_creation_input_tokens || 0) }),
