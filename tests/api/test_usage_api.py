@@ -74,7 +74,6 @@ def ccusage_daily(claude_dir, tmp_path):
     return json.loads(done.stdout)["daily"]
 
 
-@pytest.mark.skipif(not os.path.exists(CCUSAGE), reason="ccusage is not installed in tests/npm")
 def test_claude_import_counts_exactly_what_ccusage_counts(daemon, tmp_path):
     claude_dir = tmp_path / "claude"
     write_claude_corpus(str(claude_dir), sessions=12, entries=25, days=4)

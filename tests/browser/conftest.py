@@ -3,11 +3,10 @@
 import os
 
 import pytest
+from playwright import sync_api
 
 from tests.clownd import REPO, Daemon
 from tests.fakes.upstream import FakeUpstream
-
-sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = os.environ.get("CLOWN_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -25,8 +24,9 @@ def fake_provider_toml(url: str) -> str:
 
 @pytest.fixture(scope="session")
 def browser():
-    if not os.path.exists(CHROMIUM) or not os.path.exists(os.path.join(REPO, "clown", "static", "vendor", "xterm.js")):
-        pytest.skip("needs /usr/bin/chromium and the built web UI assets (clown/static/vendor)")
+    # bin/clown-test installs chromium and builds the UI assets; missing either is a failure.
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing"
+    assert os.path.exists(os.path.join(REPO, "clown", "static", "vendor", "xterm.js")), "web UI assets not built"
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser

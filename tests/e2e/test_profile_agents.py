@@ -31,8 +31,6 @@ def prompt_box_visible(lines) -> bool:
 FIRST_RUN_TEXTS = ("Choose the text style", "Do you trust the files", "trust this folder",
                    "Detected a custom API key", "Select login method", "Yes, proceed")
 
-pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(NPM_BIN, "claude")),
-                                reason="agent CLIs not installed (npm install in tests/npm)")
 
 
 class World:
