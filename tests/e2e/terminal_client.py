@@ -5,6 +5,7 @@ import time
 
 import websockets.sync.client
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close
 
 
 class TerminalClient:
@@ -38,7 +39,8 @@ class TerminalClient:
         except TimeoutError:
             return False
         except ConnectionClosed as closed:
-            self.closed = closed.rcvd
+            # No close frame (the server process died): report it as 1006, abnormal closure.
+            self.closed = closed.rcvd if closed.rcvd is not None else Close(1006, "")
             return False
         if isinstance(message, bytes):
             self.output += message
