@@ -46,17 +46,17 @@ import sys
 import time
 
 from clown import clock, store
-from clown.catalog.pricing import current_table, price_for
+from clown.catalog.pricing import PER_TOKENS, current_table, price_for
 from clown.home import Home
 from clown.usage import periods
-from clown.usage.store import UsageEvent, delete_events, record_events, usage_key
+from clown.usage.store import UsageEvent, delete_events, record_events
 
 try:
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover
     from json import loads as _loads
 
-BATCH = 5000
+BATCH = 20000
 READ_BLOCK = 1 << 20
 PROGRESS_EVERY_SECS = 0.25
 _USAGE_MARKER = b'"usage":{'
@@ -75,6 +75,7 @@ class Importer:
         self.profile = profile
         self.progress = progress or (lambda **_: None)
         self.pending: list[UsageEvent] = []
+        self.resume_points: list[tuple] = []
         self.found = 0          # usage entries read this run
         self.recorded = 0       # rows inserted or grown
         self.malformed = 0
@@ -84,6 +85,12 @@ class Importer:
         self.files_skipped = 0
         self._last_progress = 0.0
         self._prices: dict = {}
+        self._rates: dict = {}
+
+    def rates(self, model: str) -> tuple | None:
+        """USD per million tokens of each kind for ``model`` (None: unpriced)."""
+        price = price_for(model, self.table)
+        return None if price is None else (price.input, price.output, price.cache_write, price.cache_read)
 
     def cost(self, model: str, tokens: tuple) -> float:
         if model not in self._prices:
@@ -129,6 +136,7 @@ class Importer:
     def read_file(self, path: str, st, offset: int, state: dict) -> None:
         self.begin_file(path, state)
         position = offset
+        line_handler = self.line
         with open(path, "rb") as handle:
             handle.seek(offset)
             rest = b""
@@ -136,39 +144,44 @@ class Importer:
                 block = handle.read(READ_BLOCK)
                 if not block:
                     break
-                data = rest + block
-                start = 0
-                while True:
-                    end = data.find(b"\n", start)
-                    if end < 0:
-                        break
-                    line = data[start:end]
-                    if line.strip():
-                        self.line(line, path, position + start)
-                    start = end + 1
-                position += start
-                self.done_bytes += start
-                rest = data[start:]
+                lines = (rest + block).split(b"\n")
+                rest = lines.pop()      # after the last newline: an incomplete line (or b"")
+                start = position
+                for line in lines:
+                    if line and not line.isspace():
+                        line_handler(line, path, position)
+                    position += len(line) + 1
+                self.done_bytes += position - start
                 if len(self.pending) >= BATCH:
-                    self.flush(path, st, position, state)
+                    self.resume_points.append(self._resume_row(path, st, position, state))
+                    self.flush()
                 self.report_progress()
         # A last line without its newline may still be being written: leave it for next time.
-        self.flush(path, st, position, state)
+        self.resume_points.append(self._resume_row(path, st, position, state))
+        if len(self.pending) >= BATCH or len(self.resume_points) >= BATCH:
+            self.flush()
 
-    def flush(self, path: str | None = None, st=None, position: int = 0, state: dict | None = None) -> None:
-        """Write the pending events and (with a path) the file's resume point, in one transaction."""
+    def _resume_row(self, path: str, st, position: int, state: dict | None) -> tuple:
+        return (path, self.kind, st.st_size, st.st_mtime, position, json.dumps(state or {}), clock.utc_iso())
+
+    def flush(self) -> None:
+        """Write the pending events and the resume points of the files they came from, in one transaction.
+
+        A file's resume point is queued only after its events, so it is never committed before them.
+        """
+        if not self.pending and not self.resume_points:
+            return
         with store.transaction(self.conn):
             if self.pending:
                 self.recorded += record_events(self.conn, self.pending, in_transaction=True)
                 self.pending = []
-            if path is not None:
-                self.conn.execute(
+            if self.resume_points:
+                self.conn.executemany(
                     "INSERT INTO usage_import_files (path, kind, size, mtime, offset, state, imported_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size,"
                     " mtime = excluded.mtime, offset = excluded.offset, state = excluded.state,"
-                    " imported_at = excluded.imported_at",
-                    (path, self.kind, st.st_size, st.st_mtime, position,
-                     json.dumps(state or {}), clock.utc_iso()))
+                    " imported_at = excluded.imported_at", self.resume_points)
+                self.resume_points = []
 
     def report_progress(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -191,6 +204,17 @@ def _walk(root: str, want) -> list[str]:
             if want(name):
                 found.append(os.path.join(directory, name))
     return found
+
+
+_UTC = dt.timezone.utc
+
+
+def _timestamp(text: str) -> float:
+    """``clock.parse_iso`` (3.11's fromisoformat reads ``Z``; naive means UTC)."""
+    moment = dt.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_UTC)
+    return moment.timestamp()
 
 
 def _count(value) -> int | None:
@@ -225,61 +249,71 @@ class ClaudeImporter(Importer):
 
     def line(self, line: bytes, path: str, offset: int) -> None:
         if _USAGE_MARKER not in line:
-            try:
-                _loads(line)
-            except ValueError:
-                self.malformed += 1
+            # No usage: not parsed at all (most lines are user turns and tool results). Only its
+            # shape is checked, so a line that is not a JSON object still counts as malformed.
+            if line[:1] != b"{" or line[-1:] != b"}":
+                stripped = line.strip()
+                if stripped[:1] != b"{" or stripped[-1:] != b"}":
+                    self.malformed += 1
             return
         try:
             document = _loads(line)
         except ValueError:
             self.malformed += 1
             return
-        if not isinstance(document, dict):
+        if type(document) is not dict:
             return
         event = self.entry(document, path, offset)
         if event is not None:
             self.found += 1
+            total = event.input_tokens + event.output_tokens + event.cache_creation_input_tokens \
+                + event.cache_read_input_tokens
             seen = self._file_keys.get(event.dedup_key)
-            if seen is not None and seen >= event.total:
+            if seen is not None and seen >= total:
                 return
-            self._file_keys[event.dedup_key] = event.total
+            self._file_keys[event.dedup_key] = total
             self.pending.append(event)
 
     def entry(self, document: dict, path: str, offset: int) -> UsageEvent | None:
-        session = document.get("sessionId")
-        message = document.get("message")
-        timestamp = document.get("timestamp")
-        request_id = document.get("requestId")
-        version = document.get("version")
-        if not isinstance(message, dict) and isinstance(document.get("data"), dict):
-            nested = document["data"].get("message")   # type "progress": a subagent's replayed message
-            if not isinstance(nested, dict):
+        get = document.get
+        session = get("sessionId")
+        message = get("message")
+        timestamp = get("timestamp")
+        request_id = get("requestId")
+        version = get("version")
+        if type(message) is not dict:
+            data = get("data")
+            if type(data) is not dict:
+                return None
+            nested = data.get("message")   # type "progress": a subagent's replayed message
+            if type(nested) is not dict:
                 return None
             message = nested.get("message")
             timestamp = nested.get("timestamp")
             request_id = nested.get("requestId")
             version = None
-        if not isinstance(message, dict) or not isinstance(timestamp, str):
+            if type(message) is not dict:
+                return None
+        if type(timestamp) is not str:
             return None
         usage = message.get("usage")
-        if not isinstance(usage, dict):
+        if type(usage) is not dict:
             return None
-        input_tokens, output_tokens = _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
-        if input_tokens is None or output_tokens is None:
+        input_tokens, output_tokens = usage.get("input_tokens"), usage.get("output_tokens")
+        if type(input_tokens) is not int or input_tokens < 0 or type(output_tokens) is not int or output_tokens < 0:
             return None
-        if isinstance(version, str) and not _SEMVER_PREFIX.match(version):
+        if version is not None and type(version) is str and not _SEMVER_PREFIX.match(version):
             return None
         message_id, model = message.get("id"), message.get("model")
         for value in (session, request_id, message_id, model):
-            if value is not None and (not isinstance(value, str) or value == ""):
+            if value is not None and (type(value) is not str or value == ""):
                 return None
         try:
-            at = clock.parse_iso(timestamp)
+            at = _timestamp(timestamp)
         except ValueError:
             return None
         breakdown = usage.get("cache_creation")
-        if isinstance(breakdown, dict):
+        if type(breakdown) is dict:
             cache_creation = (_count(breakdown.get("ephemeral_5m_input_tokens")) or 0) + \
                              (_count(breakdown.get("ephemeral_1h_input_tokens")) or 0)
         else:
@@ -289,20 +323,21 @@ class ClaudeImporter(Importer):
         if model and model != "<synthetic>" and usage.get("speed") == "fast":
             model += "-fast"
         session = session or self._path_session
-        key = usage_key(message_id, request_id)
-        if key is None:
-            if message_id:
-                key = f"{message_id}:session:{session}" if message_id.startswith("msg_") \
-                    else f"{message_id}:session:{session}:{timestamp}"
-            else:
-                key = f"line:{path}:{offset}"
-        tokens = (input_tokens, output_tokens, cache_creation, cache_read)
+        if message_id and request_id:
+            key = f"{message_id}:{request_id}"
+        elif message_id:
+            key = f"{message_id}:session:{session}" if message_id.startswith("msg_") \
+                else f"{message_id}:session:{session}:{timestamp}"
+        else:
+            key = f"line:{path}:{offset}"
         self.hours_seen.add(int(at // 3600))
-        return UsageEvent(
-            dedup_key=key, source="claude", at=at, model=model, profile=self.profile, agent="claude",
-            provider="", session=session, input_tokens=input_tokens, output_tokens=output_tokens,
-            cache_creation_input_tokens=cache_creation, cache_read_input_tokens=cache_read,
-            cost=self.cost(model, tokens), request_id=request_id, message_id=message_id)
+        rates = self._rates.get(model)
+        if rates is None:
+            rates = self._rates[model] = self.rates(model)
+        cost = (input_tokens * rates[0] + output_tokens * rates[1] + cache_creation * rates[2]
+                + cache_read * rates[3]) / PER_TOKENS if rates else 0.0
+        return UsageEvent(key, "claude", at, model, self.profile, "claude", "", session, input_tokens, output_tokens,
+                          cache_creation, cache_read, cost, request_id, message_id)
 
     # -- stats-cache.json --------------------------------------------------------------------
 
@@ -480,6 +515,11 @@ def profile_of_dir(home: Home, directory: str) -> str:
 def run_import(home: Home, kind: str, directory: str, timezone: str | None, progress=None) -> dict:
     """Import ``kind`` (claude | codex) from ``directory``; returns the result document."""
     conn = store.open_store(home.db)
+    # This connection only: no fsync per batch (an import interrupted by a crash is resumed from
+    # its last committed batch; the proxies keep their own connections and rules).
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute("PRAGMA temp_store = MEMORY")
     try:
         tz = periods.zone(timezone)
         table = current_table(home.root)

@@ -16,7 +16,7 @@ Key rules (shared by the proxy and the importers so that they meet):
 """
 
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from clown import store
 
@@ -25,7 +25,7 @@ HOUR_SECS = 3600
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
-@dataclass
+@dataclass(slots=True)
 class UsageEvent:
     dedup_key: str
     source: str
@@ -42,7 +42,6 @@ class UsageEvent:
     cost: float = 0.0
     request_id: str | None = None
     message_id: str | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -97,23 +96,28 @@ class _RollupBatch:
         if events < 0:
             self.shrunk = True
         for size, rows in self.rows.items():
-            key = (bucket_of(at, size), profile, model)
+            key = (int(at // size) * size, profile, model)
             row = rows.get(key)
             if row is None:
-                rows[key] = [*tokens, events, at]
+                rows[key] = [tokens[0], tokens[1], tokens[2], tokens[3], events, at]
             else:
-                for index in range(4):
-                    row[index] += tokens[index]
+                row[0] += tokens[0]
+                row[1] += tokens[1]
+                row[2] += tokens[2]
+                row[3] += tokens[3]
                 row[4] += events
-                row[5] = max(row[5], at)
+                if at > row[5]:
+                    row[5] = at
         if session:
             for rows, key in ((self.sessions, (profile, session)), (self.session_models, (profile, session, model))):
                 row = rows.get(key)
                 if row is None:
                     rows[key] = [at, at, events]
                 else:
-                    row[0] = min(row[0], at)
-                    row[1] = max(row[1], at)
+                    if at < row[0]:
+                        row[0] = at
+                    if at > row[1]:
+                        row[1] = at
                     row[2] += events
 
     def write(self, conn: sqlite3.Connection) -> None:
@@ -150,41 +154,77 @@ def record_events(conn: sqlite3.Connection, events, in_transaction: bool = False
         return _record(conn, events)
 
 
+_LOOKUP_CHUNK = 500
+_UPDATE = ("UPDATE usage_events SET profile = ?, agent = ?, provider = ?, model = ?, session = ?, input_tokens = ?,"
+           " output_tokens = ?, cache_creation_input_tokens = ?, cache_read_input_tokens = ?, cost = ?, at = ?"
+           " WHERE id = ?")
+
+
+def _merged(old: UsageEvent, new: UsageEvent) -> UsageEvent:
+    """``new`` replacing ``old`` (same key, more tokens): keeps old's labels where new has none."""
+    if old.profile and not new.profile or old.agent and not new.agent or old.provider and not new.provider \
+            or old.session and not new.session or old.model and not new.model:
+        new = UsageEvent(
+            dedup_key=new.dedup_key, source=new.source, at=new.at, model=new.model or old.model,
+            profile=old.profile or new.profile, agent=old.agent or new.agent, provider=old.provider or new.provider,
+            session=old.session or new.session, input_tokens=new.input_tokens, output_tokens=new.output_tokens,
+            cache_creation_input_tokens=new.cache_creation_input_tokens,
+            cache_read_input_tokens=new.cache_read_input_tokens, cost=new.cost, request_id=new.request_id,
+            message_id=new.message_id)
+    return new
+
+
 def _record(conn: sqlite3.Connection, events) -> int:
-    batch = _RollupBatch()
+    """Set-wise: one pass to fold repeated keys, one lookup per 500 keys, executemany writes."""
+    batch: dict[str, UsageEvent] = {}
     changed = 0
     for event in events:
-        cursor = conn.execute(_INSERT, (
-            event.dedup_key, event.source, event.profile, event.agent, event.provider, event.model, event.session,
-            event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
-            event.cache_read_input_tokens, event.cost, event.request_id, event.message_id, event.at))
-        if cursor.rowcount == 1:
-            batch.add(event.profile, event.model, event.session, event.at, _tokens(event), 1)
-            changed += 1
+        seen = batch.get(event.dedup_key)
+        if seen is None:
+            batch[event.dedup_key] = event
+        elif event.total > seen.total:
+            batch[event.dedup_key] = _merged(seen, event)
+            changed += 1        # as a second write of the key would have replaced the first
+    if not batch:
+        return 0
+    keys = list(batch)
+    stored = {}
+    for start in range(0, len(keys), _LOOKUP_CHUNK):
+        chunk = keys[start:start + _LOOKUP_CHUNK]
+        for row in conn.execute(
+                "SELECT dedup_key, id, profile, agent, provider, model, session, input_tokens, output_tokens,"
+                " cache_creation_input_tokens, cache_read_input_tokens, at FROM usage_events"
+                f" WHERE dedup_key IN ({','.join('?' * len(chunk))})", chunk):
+            stored[row[0]] = tuple(row)
+    rollup = _RollupBatch()
+    add = rollup.add
+    inserts, updates = [], []
+    for key, event in batch.items():
+        old = stored.get(key)
+        tokens = (event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
+                  event.cache_read_input_tokens)
+        if old is None:
+            inserts.append((key, event.source, event.profile, event.agent, event.provider, event.model, event.session,
+                            *tokens, event.cost, event.request_id, event.message_id, event.at))
+            add(event.profile, event.model, event.session, event.at, tokens, 1)
             continue
-        old = conn.execute(
-            "SELECT id, profile, agent, provider, model, session, input_tokens, output_tokens,"
-            " cache_creation_input_tokens, cache_read_input_tokens, at FROM usage_events WHERE dedup_key = ?",
-            (event.dedup_key,)).fetchone()
-        old_tokens = (old["input_tokens"], old["output_tokens"], old["cache_creation_input_tokens"],
-                      old["cache_read_input_tokens"])
-        if event.total <= sum(old_tokens):
+        _, row_id, profile, agent, provider, model, session, *old_tokens, old_at = old
+        if sum(tokens) <= sum(old_tokens):
             continue
-        profile = old["profile"] or event.profile
-        agent = old["agent"] or event.agent
-        provider = old["provider"] or event.provider
-        session = old["session"] or event.session
-        model = event.model or old["model"]
-        conn.execute(
-            "UPDATE usage_events SET profile = ?, agent = ?, provider = ?, model = ?, session = ?, input_tokens = ?,"
-            " output_tokens = ?, cache_creation_input_tokens = ?, cache_read_input_tokens = ?, cost = ?, at = ?"
-            " WHERE id = ?",
-            (profile, agent, provider, model, session, *_tokens(event), event.cost, event.at, old["id"]))
-        batch.add(old["profile"], old["model"], old["session"], old["at"], tuple(-n for n in old_tokens), -1)
-        batch.add(profile, model, session, event.at, _tokens(event), 1)
-        changed += 1
-    batch.write(conn)
-    return changed
+        profile = profile or event.profile
+        agent = agent or event.agent
+        provider = provider or event.provider
+        new_session = session or event.session
+        new_model = event.model or model
+        updates.append((profile, agent, provider, new_model, new_session, *tokens, event.cost, event.at, row_id))
+        add(old[2], model, session, old_at, tuple(-n for n in old_tokens), -1)
+        add(profile, new_model, new_session, event.at, tokens, 1)
+    if inserts:
+        conn.executemany(_INSERT, inserts)
+    if updates:
+        conn.executemany(_UPDATE, updates)
+    rollup.write(conn)
+    return changed + len(inserts) + len(updates)
 
 
 def delete_events(conn: sqlite3.Connection, where: str, params: tuple = ()) -> int:
