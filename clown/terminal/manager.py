@@ -7,6 +7,8 @@ where the last one was. Exited workers are removed from supervisor by a periodic
 """
 
 import asyncio
+import collections
+import errno
 import json
 import logging
 import os
@@ -44,10 +46,16 @@ class TerminalManager:
         self.ctx = ctx
         self._input_clients: dict[str, TerminalWorkerClient] = {}
         self._reaper = None
+        # Spare workers (``--spare``): programs ``term-<id>`` already started, Python and
+        # modules loaded, waiting for the session ``<id>``; see _fill_spares.
+        self._spares: collections.deque[str] = collections.deque()
+        self._filling = False
         ctx.startup.append(self.start)
 
     async def start(self) -> None:
-        """Reattach after a front (re)start: forget exited workers, then keep reaping."""
+        """Reattach after a front (re)start: forget exited workers and the spares of an
+        earlier front, then keep reaping."""
+        await self._remove_orphan_spares()
         await self.reap()
         self._reaper = tornado.ioloop.PeriodicCallback(self._reap_in_background, REAP_INTERVAL_MS)
         self._reaper.start()
@@ -128,21 +136,83 @@ class TerminalManager:
             raise TerminalError(429, f"max_sessions reached: {limit} terminal sessions are live")
         if launch is None:
             launch = await self.ctx.profiles.launch(profile_alias, list(args), working_dir)
-        session_id = str(uuid.uuid4())
+        spare = self._spares.popleft() if self._spares else None
+        session_id = spare or str(uuid.uuid4())
+        self._write_spec(session_id, launch, cols, rows)   # first: a spare starts once the row exists
         self.ctx.store.execute(
             "INSERT INTO terminal_sessions (id, profile_alias, state, created_at, cols, rows, argv, working_dir,"
             " agent_session_id) VALUES (?, ?, 'starting', ?, ?, ?, ?, ?, ?)",
             (session_id, profile_alias, clock.utc_iso(), cols, rows, json.dumps(launch.argv), launch.cwd,
              agent_session_id))
-        self._write_spec(session_id, launch, cols, rows)
-        try:
-            await self.ctx.workers.add(program_name(session_id), WORKER_MODULE, ["--session", session_id],
-                                       autorestart="unexpected", startsecs=0)
-        except SupervisorError as exc:
-            self._mark_terminated(session_id, f"worker failed to start: {exc}")
-            raise TerminalError(500, f"could not start the terminal worker: {exc}")
+        if spare:
+            self._poke_spare(session_id)
+        else:
+            try:
+                await self.ctx.workers.add(program_name(session_id), WORKER_MODULE, ["--session", session_id],
+                                           autorestart="unexpected", startsecs=0)
+            except SupervisorError as exc:
+                self._mark_terminated(session_id, f"worker failed to start: {exc}")
+                raise TerminalError(500, f"could not start the terminal worker: {exc}")
+        self._refill_spares()
         self.ctx.events.publish("terminals", "created", {"id": session_id, "profile_alias": profile_alias})
         return await self.describe(self.row(session_id))
+
+    # -- spare workers ------------------------------------------------------------------------
+    #
+    # Starting a worker costs a supervisor reloadConfig (which re-reads every conf.d file)
+    # and a Python start-up with its imports: most of create-to-first-byte. So after the
+    # first session, the manager keeps ``spare_workers`` programs ``term-<id>`` started
+    # with ``--spare`` for ids no session has yet. Creating a session takes one: its row
+    # and spec get that id, the FIFO poke wakes the worker, and it runs as any other. Each
+    # session still is its own program, named after it from the start. Spares have no row:
+    # the API does not list them; a restarted front removes those of the last one.
+
+    def _poke_spare(self, session_id: str) -> None:
+        from clown.workers.terminal import claim_path
+        try:
+            fd = os.open(claim_path(self.ctx.home, session_id), os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:   # not waiting yet: it finds the row when it gets there
+            if exc.errno not in (errno.ENOENT, errno.ENXIO):
+                log.warning("poking spare worker %s: %s", session_id, exc)
+            return
+        try:
+            os.write(fd, b"go")
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _refill_spares(self) -> None:
+        if not self._filling and len(self._spares) < self.ctx.config.terminal.spare_workers:
+            self._filling = True
+            asyncio.ensure_future(self._fill_spares())
+
+    async def _fill_spares(self) -> None:
+        try:
+            while len(self._spares) < self.ctx.config.terminal.spare_workers:
+                session_id = str(uuid.uuid4())
+                await self.ctx.workers.add(program_name(session_id), WORKER_MODULE,
+                                           ["--session", session_id, "--spare"],
+                                           autorestart="unexpected", startsecs=0)
+                self._spares.append(session_id)
+        except Exception:
+            log.exception("starting a spare terminal worker failed")
+        finally:
+            self._filling = False
+
+    async def _remove_orphan_spares(self) -> None:
+        try:
+            infos = await self.ctx.workers.all()
+        except SupervisorError:
+            return
+        for info in infos:
+            if info["name"].startswith(PROGRAM_PREFIX) and info["statename"] not in _DONE_STATES \
+                    and self.row(info["name"][len(PROGRAM_PREFIX):]) is None:
+                log.info("removing spare terminal worker %s of an earlier front", info["name"])
+                try:
+                    await self.ctx.workers.remove(info["name"])
+                except SupervisorError as exc:
+                    log.warning("removing %s: %s", info["name"], exc)
 
     def _write_spec(self, session_id: str, launch, cols: int, rows: int) -> None:
         spec = {
@@ -272,6 +342,9 @@ class TerminalManager:
             if not info["name"].startswith(PROGRAM_PREFIX) or info["statename"] not in _DONE_STATES:
                 continue
             session_id = info["name"][len(PROGRAM_PREFIX):]
+            if session_id in self._spares:   # a spare that died unclaimed
+                self._spares.remove(session_id)
+                self._refill_spares()
             if info["statename"] == "FATAL":
                 self._mark_terminated(session_id, "worker failed to start")
             row = self.row(session_id)

@@ -45,9 +45,11 @@ import fcntl
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import sqlite3
+import time
 
 import psutil
 from ptyprocess import PtyProcess
@@ -888,11 +890,56 @@ def recover_crashed(record: SessionRecord, row: sqlite3.Row) -> None:
     record.change(SessionState.TERMINATED, reason=REASON_WORKER_CRASHED, ended_at=clock.utc_iso())
 
 
-def run_worker(home: Home, session_id: str) -> int:
+def claim_path(home: Home, session_id: str) -> str:
+    """The FIFO a spare worker waits on; the front writes a byte to it once the session's
+    row and spec are in place."""
+    return home.socket(f"term-{session_id}.go")
+
+
+def wait_for_claim(home: Home, session_id: str, conn: sqlite3.Connection) -> bool:
+    """A spare worker (``--spare``): started ahead of time under its own program
+    ``term-<ID>`` with Python and every module loaded, it waits until the front gives it
+    a session (inserts the row ``term-<ID>``, writes the spec, pokes ``claim_path``).
+    Returns True once the row exists, False when the parent (supervisord) is gone."""
+    path = claim_path(home, session_id)
+    os.makedirs(home.sock_dir, mode=0o700, exist_ok=True)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    os.mkfifo(path, 0o600)
+    # Non-blocking open: no writer needed; the row is checked after the FIFO exists, so a
+    # poke that found no FIFO is never missed.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    parent = os.getppid()
+    try:
+        while True:
+            if conn.execute("SELECT 1 FROM terminal_sessions WHERE id = ?", (session_id,)).fetchone():
+                return True
+            if os.getppid() != parent:
+                return False
+            readable, _, _ = select.select([fd], [], [], PARENT_POLL_SECS)
+            if readable:
+                try:
+                    if not os.read(fd, 64):   # the writer closed with no row: do not spin
+                        time.sleep(0.01)
+                except BlockingIOError:
+                    pass
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def run_worker(home: Home, session_id: str, spare: bool = False) -> int:
     """Everything ``main`` does once arguments are parsed; returns the exit code."""
     procs.set_parent_death_signal(signal.SIGTERM)
     conn = store.connect(home.db)
     try:
+        if spare and not wait_for_claim(home, session_id, conn):
+            return 0
         row = conn.execute("SELECT * FROM terminal_sessions WHERE id = ?", (session_id,)).fetchone()
         if row is None:
             log.error("session %s: no terminal_sessions row; nothing to run", session_id)
@@ -928,10 +975,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run one terminal session's PTY worker.")
     parser.add_argument("--home", required=True, help="the clown home")
     parser.add_argument("--session", required=True, help="the terminal session id")
+    parser.add_argument("--spare", action="store_true",
+                        help="start ahead of time and wait until the front claims the session")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return run_worker(Home(args.home), args.session)
+    return run_worker(Home(args.home), args.session, args.spare)
 
 
 if __name__ == "__main__":
