@@ -1,7 +1,6 @@
 """Terminal session routes: REST under /api/terminal and the /ws/terminal/{id} relay."""
 
 import asyncio
-import collections
 import json
 import logging
 
@@ -9,7 +8,7 @@ import tornado.iostream
 import tornado.websocket
 from marshmallow import ValidationError
 
-from clown.ipc import Output, WorkerError
+from clown.ipc import WorkerError
 from clown.paths import ClientPathError, check_client_path
 from clown.terminal.manager import TerminalError, TerminalManager
 from clown.terminal.schemas import (CONTROL_MESSAGES, TerminalCreatedSchema, TerminalCreateSchema,
@@ -19,8 +18,10 @@ from clown.workers.terminal import load_scrollback
 
 log = logging.getLogger(__name__)
 
-# WebSocket writes awaited at once per client: bounds what the front buffers for one client.
+# What the front buffers for one client before it stops reading that client's worker
+# connection (and resumes at half): writes not yet flushed to the socket, and their bytes.
 MAX_WRITES_IN_FLIGHT = 8
+MAX_BYTES_IN_FLIGHT = 1024 * 1024
 CLOSE_TOO_SLOW = 4008
 CLOSE_NOT_FOUND = 4004
 
@@ -121,7 +122,7 @@ class TerminalSocket(JsonWebSocketHandler):
         self.client = client
         await client.attach()
         await self._send_json({"type": "connected", "session_id": session_id})
-        asyncio.ensure_future(self._pump())
+        self._start_relay()
 
     async def _send_json(self, message: dict) -> None:
         try:
@@ -150,35 +151,80 @@ class TerminalSocket(JsonWebSocketHandler):
                                "exit_signal": row["exit_signal"] if row else None,
                                "reason": row["reason"] if row else None})
 
-    async def _pump(self) -> None:
-        in_flight = collections.deque()
-        ended_cleanly = False
+    # ---- worker → browser, driven by the worker connection's data_received
+
+    def _start_relay(self) -> None:
+        self._in_flight = 0        # bytes handed to the WebSocket and not yet flushed
+        self._writes = 0           # writes not yet flushed
+        self._paused = False
+        self._ended_cleanly = False
+        self._closing = False
+        self._last_write = None
+        self.client.set_consumer(self._on_output, self._on_worker_event, self._on_worker_end)
+
+    def _write(self, message, binary: bool) -> bool:
+        """Write without waiting; False when the WebSocket is gone."""
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return False
         try:
-            async for event in self.client:
-                if isinstance(event, Output):
-                    in_flight.append(self.write_message(event.data, binary=True))
-                    if len(in_flight) >= MAX_WRITES_IN_FLIGHT:
-                        await in_flight.popleft()
-                    continue
-                op = event.get("op")
-                if op == "state":
-                    ended_cleanly = True
-                    await self._send_json({"type": "state_changed", "state": event.get("state", "terminated"),
-                                           "exit_code": event.get("exit_code"),
-                                           "exit_signal": event.get("exit_signal"),
-                                           "reason": event.get("reason")})
-                elif op == "closing":
-                    self.close(event.get("code", CLOSE_TOO_SLOW), event.get("reason", "client too slow"))
-                    return
-                elif op == "error":
-                    await self._send_json({"type": "error", "message": event.get("message", "worker error")})
-            for write in in_flight:
-                await write
+            future = self.write_message(message, binary=binary)
         except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
-            return
+            return False
+        size = len(message)
+        self._in_flight += size
+        self._writes += 1
+        self._last_write = future
+        future.add_done_callback(lambda f, size=size: self._written(f, size))
+        if not self._paused and (self._in_flight > MAX_BYTES_IN_FLIGHT or self._writes >= MAX_WRITES_IN_FLIGHT):
+            self._paused = True
+            self.client.pause_reading()
+        return True
+
+    def _written(self, future, size: int) -> None:
+        if not future.cancelled():
+            future.exception()   # retrieved: a closed socket ends the relay elsewhere
+        self._in_flight -= size
+        self._writes -= 1
+        if self._paused and self._in_flight <= MAX_BYTES_IN_FLIGHT // 2 and self._writes < MAX_WRITES_IN_FLIGHT:
+            self._paused = False
+            if self.client is not None:
+                self.client.resume_reading()
+
+    def _on_output(self, offset: int, data: memoryview) -> None:
+        self._write(bytes(data), True)
+
+    def _on_worker_event(self, event: dict) -> None:
+        op = event.get("op")
+        if op == "state":
+            self._ended_cleanly = True
+            self._write(json.dumps({"type": "state_changed", "state": event.get("state", "terminated"),
+                                    "exit_code": event.get("exit_code"),
+                                    "exit_signal": event.get("exit_signal"),
+                                    "reason": event.get("reason")}), False)
+        elif op == "closing":
+            self._closing = True
+            self._close_after_writes(event.get("code", CLOSE_TOO_SLOW), event.get("reason", "client too slow"))
+        elif op == "error":
+            self._write(json.dumps({"type": "error", "message": event.get("message", "worker error")}), False)
+
+    def _on_worker_end(self) -> None:
+        if not self._closing:
+            asyncio.ensure_future(self._finish())
+
+    def _close_after_writes(self, code: int, reason: str) -> None:
+        if self.ws_connection is not None:
+            self.close(code, reason)
+
+    async def _finish(self) -> None:
+        """The worker connection ended: flush, say why if the worker did not, close."""
+        if self._last_write is not None:
+            try:
+                await self._last_write
+            except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
+                return
         if self.ws_connection is None:
             return
-        if not ended_cleanly:
+        if not self._ended_cleanly:
             await self._report_lost_worker()
         self.close(1000, "session ended")
 
@@ -192,13 +238,29 @@ class TerminalSocket(JsonWebSocketHandler):
             await asyncio.sleep(0.05)
         await self._send_json({"type": "error", "message": "lost the connection to the terminal worker"})
 
-    async def on_message(self, message):
+    def on_message(self, message):
+        # Not a coroutine for keystrokes: Tornado would run it as a task, a loop turn later.
+        # A coroutine is returned only when there is something to wait for; Tornado waits for
+        # it before reading the next message (backpressure on a worker not taking input).
         if self.client is None:
-            return
+            return None
+        if isinstance(message, bytes):
+            try:
+                if self.client.write_input(message):
+                    return self._drain_input()
+            except ConnectionError:
+                return self._send_json({"type": "error", "message": "the session has ended"})
+            return None
+        return self._control_message(message)
+
+    async def _drain_input(self) -> None:
         try:
-            if isinstance(message, bytes):
-                await self.client.send_input(message)
-                return
+            await self.client.drain()
+        except ConnectionError:
+            await self._send_json({"type": "error", "message": "the session has ended"})
+
+    async def _control_message(self, message: str) -> None:
+        try:
             await self._control(message)
         except ConnectionError:
             await self._send_json({"type": "error", "message": "the session has ended"})
