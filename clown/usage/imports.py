@@ -40,7 +40,9 @@ a shrunk one from the start (dedup keeps counts right).
 import argparse
 import datetime as dt
 import json
+import multiprocessing
 import os
+import queue
 import re
 import sys
 import time
@@ -49,7 +51,7 @@ from clown import clock, store
 from clown.catalog.pricing import PER_TOKENS, current_table, price_for
 from clown.home import Home
 from clown.usage import periods
-from clown.usage.store import UsageEvent, delete_events, record_events
+from clown.usage.store import FoldedBatch, UsageEvent, delete_events, record_events, write_folded
 
 try:
     from orjson import loads as _loads
@@ -57,6 +59,8 @@ except ImportError:  # pragma: no cover
     from json import loads as _loads
 
 BATCH = 20000
+PARSERS = 2              # parser processes for a big Claude import (the machine has 2 cores)
+PARALLEL_MIN_BYTES = 16 << 20
 READ_BLOCK = 1 << 20
 PROGRESS_EVERY_SECS = 0.25
 _USAGE_MARKER = b'"usage":{'
@@ -67,6 +71,7 @@ class Importer:
     """Shared machinery: file walk, resume, batching, progress. Subclasses parse lines."""
 
     kind = ""
+    parallel = False    # may parse in PARSERS processes (no state shared across files)
 
     def __init__(self, conn, tz, table, profile: str = "", progress=None):
         self.conn = conn
@@ -86,6 +91,8 @@ class Importer:
         self._last_progress = 0.0
         self._prices: dict = {}
         self._rates: dict = {}
+        self.sink = None        # in a parser process: the queue to the writer
+        self.sink_index = 0
 
     def rates(self, model: str) -> tuple | None:
         """USD per million tokens of each kind for ``model`` (None: unpriced)."""
@@ -116,6 +123,7 @@ class Importer:
         self.total_bytes = sum(st.st_size for _, st in stats)
         known = {row["path"]: row for row in self.conn.execute(
             "SELECT path, size, mtime, offset, state FROM usage_import_files WHERE kind = ?", (self.kind,))}
+        todo = []
         for path, st in stats:
             row = known.get(path)
             if row is not None and row["size"] == st.st_size and row["mtime"] == st.st_mtime \
@@ -128,10 +136,78 @@ class Importer:
                 offset = row["offset"]
                 state = json.loads(row["state"] or "{}")
             self.done_bytes += offset
-            self.read_file(path, st, offset, state)
-            self.files_read += 1
+            todo.append((path, st, offset, state))
+        workers = min(PARSERS, os.cpu_count() or 1)
+        if self.parallel and workers > 1 and len(todo) > 1 \
+                and sum(st.st_size - offset for _, st, offset, _ in todo) >= PARALLEL_MIN_BYTES:
+            self.run_parallel(todo, workers)
+        else:
+            for path, st, offset, state in todo:
+                self.read_file(path, st, offset, state)
+                self.files_read += 1
         self.flush()
         self.report_progress(force=True)
+
+    # -- parallel parsing ----------------------------------------------------------------------
+
+    def run_parallel(self, todo: list, workers: int) -> None:
+        """Parse in ``workers`` forked processes; this one only writes what they send.
+
+        Each parser reads whole files (split by size), folds its events per batch, sums the
+        batch's rollups and sends them with the resume points of the files they came from, so a
+        resume point is committed in the same transaction as its events or a later one. The
+        queue is bounded: memory stays a few batches whatever the corpus.
+        """
+        context = multiprocessing.get_context("fork")
+        channel = context.Queue(maxsize=2 * workers)
+        groups: list[list] = [[] for _ in range(workers)]
+        loads = [0] * workers
+        for item in sorted(todo, key=lambda item: item[1].st_size - item[2], reverse=True):
+            index = loads.index(min(loads))
+            groups[index].append(item)
+            loads[index] += item[1].st_size - item[2]
+        for group in groups:
+            group.sort(key=lambda item: item[0])
+        processes = [context.Process(target=_parse_files, args=(self, index, group, channel), daemon=True)
+                     for index, group in enumerate(groups) if group]
+        base = (self.found, self.malformed, self.done_bytes, self.files_read)
+        counters = {}
+        running = len(processes)
+        for process in processes:
+            process.start()
+        try:
+            while running:
+                try:
+                    message = channel.get(timeout=1.0)
+                except queue.Empty:
+                    if any(process.exitcode not in (None, 0) for process in processes):
+                        raise RuntimeError("a transcript parser process died") from None
+                    continue
+                kind, index = message[0], message[1]
+                if kind == "error":
+                    raise RuntimeError(message[2])
+                counters[index] = message[-1]
+                if kind == "batch":
+                    _, _, folded, rollup, resume_points, _ = message
+                    with store.transaction(self.conn):
+                        self.recorded += write_folded(self.conn, folded, rollup)
+                        self.write_resume_points(resume_points)
+                elif kind == "done":
+                    self.hours_seen.update(message[2])
+                    running -= 1
+                totals = [sum(values[i] for values in counters.values()) for i in range(4)]
+                self.found, self.malformed, self.done_bytes, self.files_read = \
+                    (b + t for b, t in zip(base, totals))
+                self.report_progress()
+        finally:
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+                process.join()
+
+    def counters(self) -> tuple:
+        return self.found, self.malformed, self.done_bytes, self.files_read
+
 
     def read_file(self, path: str, st, offset: int, state: dict) -> None:
         self.begin_file(path, state)
@@ -171,22 +247,33 @@ class Importer:
         """
         if not self.pending and not self.resume_points:
             return
+        folded = FoldedBatch()
+        for event in self.pending:
+            folded.add(event)
+        self.pending = []
+        resume_points, self.resume_points = self.resume_points, []
+        if self.sink is not None:      # a parser process: the writer stores it
+            self.sink.put(("batch", self.sink_index, folded, folded.rollup(), resume_points, self.counters()))
+            return
         with store.transaction(self.conn):
-            if self.pending:
-                self.recorded += record_events(self.conn, self.pending, in_transaction=True)
-                self.pending = []
-            if self.resume_points:
-                self.conn.executemany(
-                    "INSERT INTO usage_import_files (path, kind, size, mtime, offset, state, imported_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size,"
-                    " mtime = excluded.mtime, offset = excluded.offset, state = excluded.state,"
-                    " imported_at = excluded.imported_at", self.resume_points)
-                self.resume_points = []
+            self.recorded += write_folded(self.conn, folded, folded.rollup())
+            self.write_resume_points(resume_points)
+
+    def write_resume_points(self, rows: list) -> None:
+        if rows:
+            self.conn.executemany(
+                "INSERT INTO usage_import_files (path, kind, size, mtime, offset, state, imported_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET size = excluded.size,"
+                " mtime = excluded.mtime, offset = excluded.offset, state = excluded.state,"
+                " imported_at = excluded.imported_at", rows)
 
     def report_progress(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last_progress >= PROGRESS_EVERY_SECS:
             self._last_progress = now
+            if self.sink is not None:
+                self.sink.put(("progress", self.sink_index, self.counters()))
+                return
             self.progress(done_bytes=self.done_bytes, total_bytes=self.total_bytes, events=self.found)
 
     def begin_file(self, path: str, state: dict) -> None:
@@ -194,6 +281,21 @@ class Importer:
 
     def line(self, line: bytes, path: str, offset: int) -> None:
         raise NotImplementedError
+
+
+def _parse_files(importer: Importer, index: int, group: list, channel) -> None:
+    """A parser process (forked): read ``group``'s files and send batches to the writer."""
+    try:
+        importer.conn = None
+        importer.sink, importer.sink_index = channel, index
+        importer.found = importer.malformed = importer.done_bytes = importer.files_read = 0
+        for path, st, offset, state in group:
+            importer.read_file(path, st, offset, state)
+            importer.files_read += 1
+        importer.flush()
+        channel.put(("done", index, sorted(getattr(importer, "hours_seen", ())), importer.counters()))
+    except BaseException as exc:  # the writer reports it; never a traceback on the protocol stream
+        channel.put(("error", index, f"{type(exc).__name__}: {exc}"))
 
 
 def _walk(root: str, want) -> list[str]:
@@ -226,11 +328,36 @@ def _count(value) -> int | None:
 
 class ClaudeImporter(Importer):
     kind = "claude"
+    parallel = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.hours_seen: set[int] = set()
+        self._last_hour = None
         self._file_keys: dict[str, int] = {}
+        self._versions: dict[str, bool] = {}
+        self._minutes: dict[str, int | None] = {}
+
+    def _at(self, timestamp: str) -> float | None:
+        """Epoch seconds of ``timestamp`` (None when it is not one); Claude Code's own
+        ``YYYY-MM-DDTHH:MM:SS.mmmZ`` costs a dict lookup per minute plus integer arithmetic."""
+        if len(timestamp) == 24 and timestamp[23] == "Z" and timestamp[19] == "." and timestamp[16] == ":":
+            minute = self._minutes.get(timestamp[:16], False)
+            if minute is False:
+                try:
+                    minute = int(_timestamp(timestamp[:16] + ":00Z"))
+                except ValueError:
+                    minute = None
+                self._minutes[timestamp[:16]] = minute
+            seconds, millis = timestamp[17:19], timestamp[20:23]
+            if minute is not None and seconds.isdigit() and millis.isdigit() and timestamp.isascii() \
+                    and int(seconds) < 60:
+                # the same float as datetime.timestamp(): microseconds / 10**6, correctly rounded
+                return (minute * 1_000_000 + int(seconds) * 1_000_000 + int(millis) * 1000) / 1_000_000
+        try:
+            return _timestamp(timestamp)
+        except ValueError:
+            return None
 
     def files(self, root: str) -> list[str]:
         projects = os.path.join(root, "projects")
@@ -302,23 +429,32 @@ class ClaudeImporter(Importer):
         input_tokens, output_tokens = usage.get("input_tokens"), usage.get("output_tokens")
         if type(input_tokens) is not int or input_tokens < 0 or type(output_tokens) is not int or output_tokens < 0:
             return None
-        if version is not None and type(version) is str and not _SEMVER_PREFIX.match(version):
-            return None
-        message_id, model = message.get("id"), message.get("model")
-        for value in (session, request_id, message_id, model):
-            if value is not None and (type(value) is not str or value == ""):
+        if type(version) is str:
+            good = self._versions.get(version)
+            if good is None:
+                good = self._versions[version] = _SEMVER_PREFIX.match(version) is not None
+            if not good:
                 return None
-        try:
-            at = _timestamp(timestamp)
-        except ValueError:
+        message_id, model = message.get("id"), message.get("model")
+        if (session is not None and (type(session) is not str or not session)) \
+                or (request_id is not None and (type(request_id) is not str or not request_id)) \
+                or (message_id is not None and (type(message_id) is not str or not message_id)) \
+                or (model is not None and (type(model) is not str or not model)):
+            return None
+        at = self._at(timestamp)
+        if at is None:
             return None
         breakdown = usage.get("cache_creation")
         if type(breakdown) is dict:
             cache_creation = (_count(breakdown.get("ephemeral_5m_input_tokens")) or 0) + \
                              (_count(breakdown.get("ephemeral_1h_input_tokens")) or 0)
         else:
-            cache_creation = _count(usage.get("cache_creation_input_tokens")) or 0
-        cache_read = _count(usage.get("cache_read_input_tokens")) or 0
+            cache_creation = usage.get("cache_creation_input_tokens")
+            if type(cache_creation) is not int or cache_creation < 0:
+                cache_creation = 0
+        cache_read = usage.get("cache_read_input_tokens")
+        if type(cache_read) is not int or cache_read < 0:
+            cache_read = 0
         model = model or ""
         if model and model != "<synthetic>" and usage.get("speed") == "fast":
             model += "-fast"
@@ -330,7 +466,10 @@ class ClaudeImporter(Importer):
                 else f"{message_id}:session:{session}:{timestamp}"
         else:
             key = f"line:{path}:{offset}"
-        self.hours_seen.add(int(at // 3600))
+        hour = int(at // 3600)
+        if hour != self._last_hour:
+            self._last_hour = hour
+            self.hours_seen.add(hour)
         rates = self._rates.get(model)
         if rates is None:
             rates = self._rates[model] = self.rates(model)

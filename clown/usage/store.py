@@ -174,57 +174,126 @@ def _merged(old: UsageEvent, new: UsageEvent) -> UsageEvent:
     return new
 
 
-def _record(conn: sqlite3.Connection, events) -> int:
-    """Set-wise: one pass to fold repeated keys, one lookup per 500 keys, executemany writes."""
-    batch: dict[str, UsageEvent] = {}
-    changed = 0
-    for event in events:
-        seen = batch.get(event.dedup_key)
+class FoldedBatch:
+    """Events folded per key (the copy with more tokens wins) with their rollups summed as if all were new.
+
+    Built wherever the events are parsed (an import's parser processes build them, so the
+    writer does not); ``write_folded`` then corrects the few that were not new.
+    """
+
+    def __init__(self):
+        self._events: dict[str, UsageEvent] | None = {}
+        self._rows: list | None = None
+        self.replaced = 0
+
+    # Sent between processes as plain insert rows: much cheaper to pickle than the objects.
+    def __getstate__(self):
+        return {"rows": self.insert_rows(), "replaced": self.replaced}
+
+    def __setstate__(self, state):
+        self.replaced = state["replaced"]
+        self._rows = state["rows"]
+        self._events = None
+
+    @property
+    def events(self) -> dict:
+        if self._events is None:
+            self._events = {row[0]: UsageEvent(row[0], row[1], row[14], row[5], row[2], row[3], row[4], row[6],
+                                               row[7], row[8], row[9], row[10], row[11], row[12], row[13])
+                            for row in self._rows}
+        return self._events
+
+    def __len__(self) -> int:
+        return len(self._rows) if self._events is None else len(self._events)
+
+    def insert_rows(self) -> list:
+        """``_INSERT``'s parameters, one tuple per event."""
+        if self._rows is None:
+            self._rows = [(key, e.source, e.profile, e.agent, e.provider, e.model, e.session, e.input_tokens,
+                           e.output_tokens, e.cache_creation_input_tokens, e.cache_read_input_tokens, e.cost,
+                           e.request_id, e.message_id, e.at) for key, e in self._events.items()]
+        return self._rows
+
+    def add(self, event: UsageEvent) -> None:
+        self._rows = None
+        events = self._events
+        seen = events.get(event.dedup_key)
         if seen is None:
-            batch[event.dedup_key] = event
+            events[event.dedup_key] = event
         elif event.total > seen.total:
-            batch[event.dedup_key] = _merged(seen, event)
-            changed += 1        # as a second write of the key would have replaced the first
-    if not batch:
+            events[event.dedup_key] = _merged(seen, event)
+            self.replaced += 1      # as a second write of the key would have replaced the first
+
+    def rollup(self) -> "_RollupBatch":
+        batch = _RollupBatch()
+        add = batch.add
+        for event in self.events.values():
+            add(event.profile, event.model, event.session, event.at,
+                (event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
+                 event.cache_read_input_tokens), 1)
+        return batch
+
+
+def _record(conn: sqlite3.Connection, events) -> int:
+    folded = FoldedBatch()
+    for event in events:
+        folded.add(event)
+    return write_folded(conn, folded, folded.rollup())
+
+
+def write_folded(conn: sqlite3.Connection, folded: FoldedBatch, rollup: "_RollupBatch") -> int:
+    """Store a folded batch (caller holds the transaction); ``rollup`` counts every event as new.
+
+    All rows are inserted with ``ON CONFLICT DO NOTHING``; only when some keys were already
+    stored are those looked up (rows whose id predates this batch): they are left out of the
+    rollups, and replaced (rollups moved by the difference) where the new copy has more tokens.
+    """
+    count = len(folded)
+    if not count:
         return 0
-    keys = list(batch)
-    stored = {}
-    for start in range(0, len(keys), _LOOKUP_CHUNK):
-        chunk = keys[start:start + _LOOKUP_CHUNK]
-        for row in conn.execute(
+    max_before = conn.execute("SELECT COALESCE(MAX(id), 0) FROM usage_events").fetchone()[0]
+    changes_before = conn.total_changes
+    conn.executemany(_INSERT, folded.insert_rows())
+    inserted = conn.total_changes - changes_before
+    updates = []
+    if inserted < count:
+        events = folded.events
+        # Some keys were stored already: sum the rollups again without them (a copy that is not
+        # counted must not stretch a bucket's last use or a session's span either).
+        rollup = _RollupBatch()
+        add = rollup.add
+        keys = list(events)
+        existing = {}
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start:start + _LOOKUP_CHUNK]
+            stored = conn.execute(
                 "SELECT dedup_key, id, profile, agent, provider, model, session, input_tokens, output_tokens,"
                 " cache_creation_input_tokens, cache_read_input_tokens, at FROM usage_events"
-                f" WHERE dedup_key IN ({','.join('?' * len(chunk))})", chunk):
-            stored[row[0]] = tuple(row)
-    rollup = _RollupBatch()
-    add = rollup.add
-    inserts, updates = [], []
-    for key, event in batch.items():
-        old = stored.get(key)
-        tokens = (event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
-                  event.cache_read_input_tokens)
-        if old is None:
-            inserts.append((key, event.source, event.profile, event.agent, event.provider, event.model, event.session,
-                            *tokens, event.cost, event.request_id, event.message_id, event.at))
-            add(event.profile, event.model, event.session, event.at, tokens, 1)
-            continue
-        _, row_id, profile, agent, provider, model, session, *old_tokens, old_at = old
-        if sum(tokens) <= sum(old_tokens):
-            continue
-        profile = profile or event.profile
-        agent = agent or event.agent
-        provider = provider or event.provider
-        new_session = session or event.session
-        new_model = event.model or model
-        updates.append((profile, agent, provider, new_model, new_session, *tokens, event.cost, event.at, row_id))
-        add(old[2], model, session, old_at, tuple(-n for n in old_tokens), -1)
-        add(profile, new_model, new_session, event.at, tokens, 1)
-    if inserts:
-        conn.executemany(_INSERT, inserts)
+                f" WHERE id <= ? AND dedup_key IN ({','.join('?' * len(chunk))})", (max_before, *chunk)).fetchall()
+            for row in stored:
+                existing[row[0]] = row
+        for key, event in events.items():
+            tokens = (event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
+                      event.cache_read_input_tokens)
+            row = existing.get(key)
+            if row is None:
+                add(event.profile, event.model, event.session, event.at, tokens, 1)
+                continue
+            _, row_id, profile, agent, provider, model, session, *rest = row
+            old_tokens, old_at = rest[:4], rest[4]
+            if sum(tokens) <= sum(old_tokens):
+                continue
+            new_profile = profile or event.profile
+            new_session = session or event.session
+            new_model = event.model or model
+            updates.append((new_profile, agent or event.agent, provider or event.provider, new_model, new_session,
+                            *tokens, event.cost, event.at, row_id))
+            add(profile, model, session, old_at, tuple(-n for n in old_tokens), -1)
+            add(new_profile, new_model, new_session, event.at, tokens, 1)
     if updates:
         conn.executemany(_UPDATE, updates)
     rollup.write(conn)
-    return changed + len(inserts) + len(updates)
+    return folded.replaced + inserted + len(updates)
 
 
 def delete_events(conn: sqlite3.Connection, where: str, params: tuple = ()) -> int:

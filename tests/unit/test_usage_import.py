@@ -1,0 +1,107 @@
+"""The Claude importer's fast paths give the same store as the plain ones."""
+
+import os
+import sqlite3
+
+import pytest
+
+from clown import store
+from clown.home import Home
+from clown.usage import imports
+from clown.usage.store import FoldedBatch, UsageEvent, record_events, write_folded
+from tests.fakes.transcripts import write_claude_corpus
+
+TABLES = ("usage_rollup_hour", "usage_rollup_quarter", "usage_sessions", "usage_session_models")
+
+
+def snapshot(db: str) -> dict:
+    conn = sqlite3.connect(db)
+    try:
+        found = {table: sorted(conn.execute(f"SELECT * FROM {table}")) for table in TABLES}
+        found["events"] = sorted(conn.execute(
+            "SELECT dedup_key, model, session, input_tokens, output_tokens, cache_creation_input_tokens,"
+            " cache_read_input_tokens, at FROM usage_events"))
+        found["files"] = sorted(conn.execute("SELECT path, size, offset FROM usage_import_files"))
+        return found
+    finally:
+        conn.close()
+
+
+def run(tmp_path, name, claude_dir, monkeypatch, parallel_min):
+    monkeypatch.setattr(imports, "PARALLEL_MIN_BYTES", parallel_min)
+    home = Home(str(tmp_path / name))
+    home.ensure()
+    progress = []
+    result = imports.run_import(home, "claude", str(claude_dir), "UTC", lambda **values: progress.append(values))
+    return home, result, progress
+
+
+def test_parallel_parsers_store_exactly_what_one_process_stores(tmp_path, monkeypatch):
+    claude_dir = tmp_path / "claude"
+    write_claude_corpus(str(claude_dir), sessions=24, entries=30, days=3)
+    # A response copied into another session's file (a resumed session): dedup must hold across
+    # files, whichever parser reads them.
+    files = sorted((claude_dir / "projects").rglob("*.jsonl"))
+    with open(files[0], "rb") as source, open(files[-1], "ab") as target:
+        target.write(b"".join(line for line in source.read().splitlines(keepends=True) if b'"usage":{' in line))
+    one, one_result, _ = run(tmp_path, "one", claude_dir, monkeypatch, 1 << 40)
+    two, two_result, progress = run(tmp_path, "two", claude_dir, monkeypatch, 0)
+    assert os.cpu_count() == 1 or two_result["files_read"] == len(files)
+    for name in ("found", "malformed", "files_read", "bytes"):
+        assert one_result[name] == two_result[name], name
+    assert snapshot(one.db) == snapshot(two.db)
+    assert progress[-1]["done_bytes"] == progress[-1]["total_bytes"] == two_result["bytes"]
+    # and the re-import reads nothing
+    _, again, _ = run(tmp_path, "two", claude_dir, monkeypatch, 0)
+    assert again["files_read"] == 0 and again["found"] == 0 and again["files_skipped"] == len(files)
+
+
+def test_lines_without_usage_count_as_malformed_only_when_not_an_object(tmp_path, monkeypatch):
+    claude_dir = tmp_path / "claude"
+    project = claude_dir / "projects" / "p"
+    project.mkdir(parents=True)
+    (project / "s.jsonl").write_bytes(
+        b'{"type":"user","message":{"content":"hi"}}\n'
+        b'not json\n'
+        b'  {"type":"summary"}  \n'
+        b'{"type":"assistant","message":{"usage":{"input_tokens":1\n'
+        b'{"timestamp":"2026-01-10T08:00:01.500Z","sessionId":"s","requestId":"r","message":{"id":"msg_1",'
+        b'"model":"claude-sonnet-4-5","usage":{"input_tokens":3,"output_tokens":4}}}\n')
+    _, result, _ = run(tmp_path, "home", claude_dir, monkeypatch, 1 << 40)
+    assert result["malformed"] == 2 and result["found"] == 1
+
+
+def test_fast_timestamps_equal_fromisoformat():
+    importer = imports.ClaudeImporter(None, None, {})
+    for text in ("2026-01-10T08:00:01.500Z", "2024-02-29T23:59:59.999Z", "1999-12-31T00:00:00.000Z"):
+        assert importer._at(text) == imports._timestamp(text)
+    for text in ("2026-02-30T08:00:00.000Z", "2026-01-10T08:00:61.000Z", "2026-01-10T08:00:0x.000Z", "nope"):
+        assert importer._at(text) is None
+
+
+@pytest.fixture
+def conn(tmp_path):
+    connection = store.open_store(str(tmp_path / "clown.db"))
+    yield connection
+    connection.close()
+
+
+def test_a_folded_batch_with_stored_keys_counts_only_what_grew(conn):
+    def event(key, at, output, session="s1", profile="work"):
+        return UsageEvent(dedup_key=key, source="claude", at=at, model="m", profile=profile, session=session,
+                          input_tokens=1, output_tokens=output)
+
+    record_events(conn, [event("a", 1000.0, 10), event("b", 1000.0, 10)])
+    folded = FoldedBatch()
+    for item in (event("a", 9000.0, 5),                        # stored, smaller: ignored entirely
+                 event("b", 2000.0, 20, session="", profile=""),   # stored, bigger: replaces, keeps labels
+                 event("c", 1500.0, 1), event("c", 1500.0, 3)):  # new, folded in the batch
+        folded.add(item)
+    with store.transaction(conn):
+        assert write_folded(conn, folded, folded.rollup()) == 3
+    sessions = conn.execute("SELECT first_at, last_at, events FROM usage_sessions").fetchall()
+    assert [tuple(row) for row in sessions] == [(1000.0, 2000.0, 3)]   # "a" at 9000 stretched nothing
+    totals = conn.execute("SELECT SUM(output_tokens), SUM(events) FROM usage_rollup_hour").fetchone()
+    assert tuple(totals) == (10 + 20 + 3, 3)
+    row = conn.execute("SELECT profile, session, output_tokens FROM usage_events WHERE dedup_key = 'b'").fetchone()
+    assert tuple(row) == ("work", "s1", 20)
