@@ -22,7 +22,7 @@ def fake_provider_toml(url: str) -> str:
             '[models]\navailable = ["claude-sonnet-4-5"]\ndefault = "claude-sonnet-4-5"\n')
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     # bin/clown-test installs chromium and builds the UI assets; missing either is a failure.
     assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing"
