@@ -88,3 +88,21 @@ class TestToken(FrontTest):
         assert status == 401 and body["success"] is False
         assert self.call("GET", "/api/logs", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
         assert self.call("GET", "/api/logs", headers={"Cookie": f"clown_session={TOKEN}"})[0] == 200
+
+
+class TestCrash(FrontTest):
+    def get_app(self):
+        from clown.web.base import ClownHandler
+
+        class Broken(ClownHandler):
+            def get(self):
+                raise RuntimeError("secret internals")
+
+        app = super().get_app()
+        app.add_handlers(r".*", [(r"/api/broken", Broken)])
+        return app
+
+    def test_a_crash_is_500_in_the_envelope_with_no_traceback(self):
+        status, body, headers = self.call("GET", "/api/broken")
+        assert (status, body) == (500, {"success": False, "error": "Internal server error"})
+        assert headers["Content-Type"].startswith("application/json")
