@@ -68,9 +68,13 @@ READ_SIZE = 64 * 1024
 # Most PTY bytes read per loop iteration: client sockets get their turn in between,
 # so keystrokes and Ctrl-C act during a flood.
 READ_BUDGET = 256 * 1024
-# A PTY read burst this big means a flood: hold it up to COALESCE_SECS for more.
+# A PTY read burst this big, or this much published in flushes less than STREAK_SECS
+# apart (a program writing 4 KiB at a time wakes us per write), means a flood: hold the
+# output up to COALESCE_SECS for more, so clients get fewer, bigger frames. Output after a
+# pause (an echo, a prompt, a redraw) still goes out at once.
 FLOOD_BYTES = 16 * 1024
 COALESCE_SECS = 0.002
+STREAK_SECS = 0.005
 SNAPSHOT_CHUNK = 1024 * 1024
 MAX_PENDING_INPUT = 1024 * 1024
 KILL_GRACE_SECS = 2.0
@@ -404,6 +408,8 @@ class TerminalWorker:
         self._out_chunks: list[bytes] = []   # read from the PTY, not yet published
         self._out_size = 0
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._last_flush = 0.0    # loop time of the last flush with output
+        self._streak = 0          # bytes flushed in a row, flushes less than STREAK_SECS apart
         self._pty_open = False
         self._pty_eof = False
         self._throttled = False
@@ -608,12 +614,13 @@ class TerminalWorker:
         read = self._read_pty()
         if self._out_size >= READ_BUDGET:
             self._flush_output()
-        elif read < FLOOD_BYTES:
-            if self._flush_timer is None:   # interactive output goes out at once
-                self._flush_output()
         elif self._flush_timer is None:
-            # A flood: wait a moment for more, so clients get fewer, bigger frames.
-            self._flush_timer = self._loop.call_later(COALESCE_SECS, self._flush_output)
+            if read >= FLOOD_BYTES or (self._streak >= FLOOD_BYTES
+                                       and self._loop.time() - self._last_flush <= STREAK_SECS):
+                # A flood: wait a moment for more.
+                self._flush_timer = self._loop.call_later(COALESCE_SECS, self._flush_output)
+            else:   # interactive output goes out at once
+                self._flush_output()
 
     def _drain_pty(self) -> None:
         """Read what the session wrote before it ended (bounded: writers are gone)."""
@@ -643,6 +650,9 @@ class TerminalWorker:
         if self._out_size:
             chunks, total = self._out_chunks, self._out_size
             self._out_chunks, self._out_size = [], 0
+            now = self._loop.time()
+            self._streak = self._streak + total if now - self._last_flush <= STREAK_SECS else total
+            self._last_flush = now
             self._publish(chunks, total)
 
     def _publish(self, chunks: list[bytes], total: int) -> None:
