@@ -3,7 +3,8 @@
 Run as ``python -m clown.workers.terminal --home DIR --session ID`` (supervisord does,
 program ``term-<ID>``, ``autorestart=unexpected``, ``exitcodes=0``). It reads its launch
 spec from ``Home(DIR).spec("term-<ID>")``, listens on ``Home(DIR).socket("term-<ID>.sock")``
-and speaks docs/worker-protocol.md there.
+and speaks docs/worker-protocol.md there. With ``--spare`` it is started before its session
+exists and waits until the front claims it (``wait_for_claim``).
 
 Launch spec (JSON, 0600, written by the front before the worker starts)::
 
