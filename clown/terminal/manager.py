@@ -189,10 +189,12 @@ class TerminalManager:
 
     async def _fill_spares(self) -> None:
         try:
+            # The spare checks it: one still starting when supervisord dies must not linger.
+            parent = await self.ctx.workers.supervisor.call("getPID")
             while len(self._spares) < self.ctx.config.terminal.spare_workers:
                 session_id = str(uuid.uuid4())
                 await self.ctx.workers.add(program_name(session_id), WORKER_MODULE,
-                                           ["--session", session_id, "--spare"],
+                                           ["--session", session_id, "--spare", "--parent", str(parent)],
                                            autorestart="unexpected", startsecs=0)
                 self._spares.append(session_id)
         except Exception:

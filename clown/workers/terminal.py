@@ -907,7 +907,7 @@ def claim_path(home: Home, session_id: str) -> str:
     return home.socket(f"term-{session_id}.go")
 
 
-def wait_for_claim(home: Home, session_id: str, conn: sqlite3.Connection) -> bool:
+def wait_for_claim(home: Home, session_id: str, conn: sqlite3.Connection, parent: int) -> bool:
     """A spare worker (``--spare``): started ahead of time under its own program
     ``term-<ID>`` with Python and every module loaded, it waits until the front gives it
     a session (inserts the row ``term-<ID>``, writes the spec, pokes ``claim_path``).
@@ -922,7 +922,6 @@ def wait_for_claim(home: Home, session_id: str, conn: sqlite3.Connection) -> boo
     # Non-blocking open: no writer needed; the row is checked after the FIFO exists, so a
     # poke that found no FIFO is never missed.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    parent = os.getppid()
     try:
         while True:
             if conn.execute("SELECT 1 FROM terminal_sessions WHERE id = ?", (session_id,)).fetchone():
@@ -944,12 +943,20 @@ def wait_for_claim(home: Home, session_id: str, conn: sqlite3.Connection) -> boo
             pass
 
 
-def run_worker(home: Home, session_id: str, spare: bool = False) -> int:
-    """Everything ``main`` does once arguments are parsed; returns the exit code."""
+def run_worker(home: Home, session_id: str, spare: bool = False, parent: int | None = None) -> int:
+    """Everything ``main`` does once arguments are parsed; returns the exit code.
+
+    ``parent``: supervisord's pid when known; a worker whose parent died before the
+    parent-death signal was set (a spare still starting) exits at once."""
     procs.set_parent_death_signal(signal.SIGTERM)
+    if parent is None:
+        parent = os.getppid()
+    elif os.getppid() != parent:
+        log.warning("session %s: supervisord (%d) is gone", session_id, parent)
+        return 0
     conn = store.connect(home.db)
     try:
-        if spare and not wait_for_claim(home, session_id, conn):
+        if spare and not wait_for_claim(home, session_id, conn, parent):
             return 0
         row = conn.execute("SELECT * FROM terminal_sessions WHERE id = ?", (session_id,)).fetchone()
         if row is None:
@@ -988,10 +995,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session", required=True, help="the terminal session id")
     parser.add_argument("--spare", action="store_true",
                         help="start ahead of time and wait until the front claims the session")
+    parser.add_argument("--parent", type=int, help="supervisord's pid")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return run_worker(Home(args.home), args.session, args.spare)
+    return run_worker(Home(args.home), args.session, args.spare, args.parent)
 
 
 if __name__ == "__main__":
