@@ -72,6 +72,7 @@ class Upstream:
     no_body: bool = False
     pool_key: tuple | None = None
     complete: bool = False      # the body was read to its end: the connection can be reused
+    at_end: bool = False        # the chunk just yielded is the body's last (known for Content-Length)
 
     def header(self, name: str) -> str | None:
         name = name.lower()
@@ -81,9 +82,11 @@ class Upstream:
         return None
 
     async def _read(self, coroutine):
+        # asyncio.timeout, not wait_for: no extra task (and loop iterations) per read
         try:
-            return await asyncio.wait_for(coroutine, self.idle_timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.idle_timeout):
+                return await coroutine
+        except TimeoutError:
             raise UpstreamError("timeout", f"no data from upstream for {self.idle_timeout:g}s") from None
         except (ConnectionError, OSError) as exc:
             raise UpstreamError("protocol", f"upstream connection broke: {exc}") from None
@@ -127,6 +130,7 @@ class Upstream:
                 if not data:
                     raise UpstreamError("protocol", "upstream closed before the end of the body")
                 remaining -= len(data)
+                self.at_end = remaining == 0
                 yield data
             self.complete = True
         else:

@@ -142,6 +142,29 @@ def _tokens(event: UsageEvent) -> tuple:
     return (event.input_tokens, event.output_tokens, event.cache_creation_input_tokens, event.cache_read_input_tokens)
 
 
+def record_event(conn: sqlite3.Connection, event: UsageEvent) -> int:
+    """``record_events(conn, [event])`` with the fewest statements (the proxy's path, one per response):
+    a new key is one INSERT and four rollup upserts in one transaction."""
+    tokens = (event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
+              event.cache_read_input_tokens)
+    with store.transaction(conn):
+        cursor = conn.execute(_INSERT, (
+            event.dedup_key, event.source, event.profile, event.agent, event.provider, event.model, event.session,
+            *tokens, event.cost, event.request_id, event.message_id, event.at))
+        if cursor.rowcount != 1:        # a known key: the general rule (the copy with more tokens wins)
+            folded = FoldedBatch()
+            folded.add(event)
+            return write_folded(conn, folded, folded.rollup())
+        at = event.at
+        for size, table in ROLLUP_TABLES.items():
+            conn.execute(_ROLLUP.format(table=table), (int(at // size) * size, event.profile, event.model,
+                                                       *tokens, 1, at))
+        if event.session:
+            conn.execute(_SESSION, (event.profile, event.session, at, at, 1))
+            conn.execute(_SESSION_MODEL, (event.profile, event.session, event.model, at, at, 1))
+    return 1
+
+
 def record_events(conn: sqlite3.Connection, events, in_transaction: bool = False) -> int:
     """Store ``events`` (an iterable of UsageEvent) and their rollups; return how many changed.
 

@@ -33,14 +33,15 @@ SIGTERM when supervisord dies (PR_SET_PDEATHSIG) so it never outlives it.
 
 import argparse
 import asyncio
-import concurrent.futures
 import hmac
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 
@@ -55,7 +56,7 @@ from clown.home import Home
 from clown.proxy.upstream import Target, UpstreamError, open_request
 from clown.secrets import SecretStore
 from clown.usage.meter import API_CHAT, ResponseMeter, api_of_path
-from clown.usage.store import UsageEvent, record_events, usage_key
+from clown.usage.store import UsageEvent, record_event, record_events, usage_key
 
 log = logging.getLogger("clown.workers.proxy")
 
@@ -78,32 +79,96 @@ def _error(status: int, kind: str, message: str, upstream: str | None = None) ->
 
 
 class Meterer:
-    """Writes usage rows from a single thread, so the event loop never waits on SQLite."""
+    """Writes usage rows from a single thread, so the event loop never waits on SQLite.
+
+    Group commit: the rows of responses that complete while a commit is running go into the
+    next transaction together (one commit for all of them), and each response's future
+    resolves only once its row is committed.
+    """
 
     def __init__(self, home: Home, spec: dict, run_id: int):
         self.home = home
         self.spec = spec
         self.run_id = run_id
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
+        self._thread.start()
         self._conn = None
         self._table = None
         self._table_at = 0.0
 
-    def _write(self, event: UsageEvent) -> None:
+    def _write(self, events: list) -> None:
         if self._conn is None:
             self._conn = store.connect(self.home.db)
         now = time.monotonic()
         if self._table is None or now - self._table_at > PRICING_TTL_SECS:
             self._table = current_table(self.home.root)
             self._table_at = now
-        price = price_for(event.model, self._table)
-        if price is not None:
-            event.cost = price.costs(event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
-                                     event.cache_read_input_tokens)["total_cost"]
-        record_events(self._conn, [event])
+        for event in events:
+            price = price_for(event.model, self._table)
+            if price is not None:
+                event.cost = price.costs(event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
+                                         event.cache_read_input_tokens)["total_cost"]
+        if len(events) == 1:
+            record_event(self._conn, events[0])
+        else:
+            record_events(self._conn, events)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            items, stop = [item], False
+            while True:     # whatever queued up meanwhile shares the transaction
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                items.append(more)
+            error = None
+            try:
+                self._write([event for event, _, _ in items])
+            except Exception as exc:  # each waiting response logs it
+                error = exc
+            by_loop: dict = {}
+            for _, future, loop in items:
+                by_loop.setdefault(loop, []).append(future)
+            for loop, futures in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, futures, error)
+                except RuntimeError:
+                    pass    # the loop is closed: nobody waits any more
+            if stop:
+                return
+
+    def submit(self, event: UsageEvent) -> asyncio.Future:
+        """Commit ``event`` on the writer thread; the future resolves once it is committed."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((event, future, loop))
+        return future
 
     async def record(self, event: UsageEvent) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.executor, self._write, event)
+        await self.submit(event)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+
+def _settle(futures: list, error: Exception | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 @tornado.web.stream_request_body
@@ -221,26 +286,37 @@ class ProxyHandler(tornado.web.RequestHandler):
             self.set_header("Content-Length", length)
         request_id = next((upstream.header(name) for name in REQUEST_ID_HEADERS if upstream.header(name)), None)
         recorded = False
-        held = None
+        held = b""      # a metered JSON body's last byte, forwarded only once its usage is committed
         try:
             async for chunk in upstream.body():
-                if meter is not None:
-                    meter.feed(chunk)
-                    if streaming and meter.complete and not recorded:
-                        recorded = await self._record(meter, request_id, body, started)
-                if streaming or meter is None:
+                if meter is None or recorded:
                     self.write(chunk)
                     await self.flush()
-                else:
-                    if held is not None:
-                        self.write(held)
+                    continue
+                meter.feed(chunk)
+                if streaming and not meter.complete:
+                    self.write(chunk)
+                    await self.flush()
+                    continue
+                data = held + chunk
+                if not streaming and not upstream.at_end:
+                    held = data[-1:]
+                    if len(data) > 1:
+                        self.write(data[:-1])
                         await self.flush()
-                    held = chunk
+                    continue
+                # The chunk that completes the response: all but its last byte goes out while the
+                # usage row is committed; the last byte only after the commit.
+                if not streaming:
+                    meter.finish()
+                recorded = True
+                held = b""
+                await self._forward_around_commit(data, self._submit(meter, request_id, body, started))
             if meter is not None and not recorded:
                 meter.finish()
-                recorded = await self._record(meter, request_id, body, started)
-            if held is not None:
-                self.write(held)
+                recorded = True
+                await self._forward_around_commit(held, self._submit(meter, request_id, body, started))
+                held = b""
             self.finish()
         except UpstreamError as exc:
             log.warning("upstream response from %s ended early: %s", proxy.target.url, exc)
@@ -251,7 +327,27 @@ class ProxyHandler(tornado.web.RequestHandler):
             upstream.release()
             if meter is not None and not recorded:
                 meter.finish()
-                await self._record(meter, request_id, body, started)
+                commit = self._submit(meter, request_id, body, started)
+                if commit is not None:
+                    await self._settled(commit)
+
+    async def _forward_around_commit(self, data: bytes, commit) -> None:
+        """Forward ``data`` but its last byte, wait for ``commit`` (running meanwhile), then the last byte."""
+        if len(data) > 1:
+            self.write(data[:-1])
+            await self.flush()
+        if commit is not None:
+            await self._settled(commit)
+        if data:
+            self.write(data[-1:])
+
+    async def _settled(self, commit) -> bool:
+        try:
+            await commit
+        except Exception:
+            log.exception("could not record usage")
+            return False
+        return True
 
     def _abort(self) -> None:
         """End a response whose upstream broke: close the connection so the agent sees it cut."""
@@ -276,10 +372,11 @@ class ProxyHandler(tornado.web.RequestHandler):
         headers.append(("Accept-Encoding", "identity"))
         return headers
 
-    async def _record(self, meter: ResponseMeter, request_id: str | None, body: bytes, started: float) -> bool:
+    def _submit(self, meter: ResponseMeter, request_id: str | None, body: bytes, started: float):
+        """Start committing the response's usage row on the writer thread; an awaitable, or None (no usage)."""
         usage = meter.usage
         if usage is None or usage.total == 0:
-            return False
+            return None
         proxy = self.proxy
         model = usage.model or _request_model(body) or proxy.spec.get("model") or ""
         session = next((self.request.headers.get(name) for name in SESSION_HEADERS if self.request.headers.get(name)),
@@ -289,12 +386,7 @@ class ProxyHandler(tornado.web.RequestHandler):
             dedup_key=key, source="proxy", at=time.time(), model=model, profile=proxy.alias,
             agent=proxy.spec.get("agent") or "", provider=proxy.spec.get("provider") or "", session=session,
             request_id=request_id, message_id=usage.message_id or None, **usage.tokens())
-        try:
-            await proxy.meterer.record(event)
-        except Exception:
-            log.exception("could not record usage of %s", key)
-            return False
-        return True
+        return proxy.meterer.submit(event)
 
 
 def _with_stream_usage(body: bytes) -> bytes:
@@ -337,6 +429,8 @@ class Proxy:
         self.secrets = SecretStore(home.secrets)
         self.meterer = Meterer(home, spec, run_id)
         self._placeholder = None
+        self._key = None
+        self._key_stamp = None
 
     def placeholder(self) -> str | None:
         if self._placeholder is None:
@@ -345,8 +439,20 @@ class Proxy:
         return self._placeholder
 
     def real_key(self) -> str | None:
-        value = self.secrets.read(self.spec["key_secret"]) if self.spec.get("key_secret") else None
-        return value.strip() if value else None
+        """Read per request (a key change needs no restart), but only when the secret file changed."""
+        name = self.spec.get("key_secret")
+        if not name:
+            return None
+        try:
+            st = os.stat(self.secrets._path(name))
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except (OSError, ValueError):
+            stamp = None
+        if stamp is None or stamp != self._key_stamp:
+            value = self.secrets.read(name)
+            self._key = value.strip() if value else None
+            self._key_stamp = stamp
+        return self._key
 
 
 def bind_socket(port: int) -> socket.socket:
@@ -387,6 +493,7 @@ def main(argv=None) -> None:
     home = Home(args.home)
     with open(home.spec("proxy-" + args.profile)) as handle:
         spec = json.load(handle)
+    sys.setswitchinterval(0.0002)   # the usage writer thread must not hold the loop up for 5 ms
     asyncio.run(serve(home, spec))
 
 
@@ -411,7 +518,7 @@ async def serve(home: Home, spec: dict) -> None:
     finally:
         server.stop()
         close_run(conn, run_id, "stopped")
-        proxy.meterer.executor.shutdown(wait=True)
+        proxy.meterer.close()
         conn.close()
         log.info("proxy of profile %s stopped", proxy.alias)
 

@@ -124,6 +124,20 @@ def test_usage_of_a_streamed_response_is_recorded(setup, upstream):
     assert reply["data"]["total_sessions"] == 1
 
 
+def test_a_json_response_arrives_whole_and_its_usage_is_already_committed(setup, upstream):
+    # Everything but the body's last byte is forwarded at once; the last byte only after the commit.
+    port = start(setup)["port"]
+    key = placeholder(setup, "work")
+    for index in range(5):
+        status, _, body = send(port, "/v1/messages", {"model": "claude-sonnet-4-5"}, {"x-api-key": key})
+        assert status == 200 and json.loads(body)["usage"]["output_tokens"] == 20
+        conn = sqlite3.connect(os.path.join(setup.home, "clown.db"))
+        try:
+            assert conn.execute("SELECT COUNT(*) FROM usage_events WHERE source = 'proxy'").fetchone()[0] == index + 1
+        finally:
+            conn.close()
+
+
 def test_an_unreachable_upstream_is_a_502_naming_it(daemon_factory):
     dead = f"http://127.0.0.1:{free_port()}"
     daemon = daemon_factory(toml=f"[proxy]\nport_range = [{free_port()}, 65000]\n")
