@@ -17,7 +17,12 @@ one JSON line per progress step (``{"progress": {...}}``) and a last ``{"result"
 - dedup: ``message.id:requestId`` when both exist (the proxy's key too, so a response the
   proxy metered is not counted again); without ``requestId``: message id + session
   (+ timestamp unless the id is an Anthropic ``msg_`` id); the copy with more tokens wins;
-- malformed lines are counted and skipped.
+- malformed lines are counted and skipped (a line without ``"usage":{`` is never decoded: it
+  counts as malformed only when it does not look like ``{…}``).
+
+Speed: when more than ``PARALLEL_MIN_BYTES`` are to be read, ``PARSERS`` forked processes
+parse the files (split by size) and send folded, rolled-up batches over a bounded queue;
+this process only writes them (see ``Importer.run_parallel``).
 
 Not reproduced: ccusage's merging of ``/btw`` sidechain replays that reuse a parent's
 message id under a new request id, and its separate counting of advisor iterations.

@@ -21,9 +21,11 @@ flushed to the agent before the next is read (backpressure, memory bounded by on
 An agent that disconnects aborts the upstream connection.
 
 Metering: ``clown.usage.meter`` reads usage from the bytes passing by. The usage row is
-committed before the chunk that completes the response (the SSE event that ends it, or
-the last chunk of a JSON body) is forwarded: a client that has the whole answer also has
-its usage recorded. A response cut short still records what it reported so far.
+committed before the last byte of the response is forwarded: the chunk that completes the
+response (the SSE event that ends it, or a JSON body's end) goes out but for its last byte
+while the row commits (group commit on one writer thread), then that byte. A client that
+has the whole answer also has its usage recorded. A response cut short still records what
+it reported so far.
 
 Runs: each start inserts a ``proxy_runs`` row (port, pid, started_at); a clean stop
 (SIGTERM) closes it with reason "stopped". A start that finds an earlier run of this
