@@ -677,14 +677,15 @@ class TerminalWorker:
         if self._all_clients_behind():
             self._throttle()
 
-    # Throttling: when every attached client that is still reading is behind (the only
-    # one is a browser on a slow link, or twenty clients share one busy front), stop
-    # reading the PTY so the agent writes at the pace of the fastest of them, as on a real
-    # terminal, instead of closing them. A client that has taken nothing for STALL_SECS
-    # no longer holds the agent back: its backlog then passes its limit and it is closed.
+    # Throttling: when an attached client that is still reading is more than half its
+    # backlog behind (a browser on a slow link, or twenty clients sharing one busy front),
+    # stop reading the PTY so the agent writes at the pace of the slowest reading client,
+    # as on a real terminal, instead of closing it: every client that reads gets every
+    # byte. A client that has taken nothing for STALL_SECS no longer holds the agent back:
+    # its backlog then passes its limit and it is closed (4008).
 
     def _all_clients_behind(self) -> bool:
-        """No attached client is caught up, and at least one that is behind still reads."""
+        """Some attached client that still reads is more than half its backlog behind."""
         if not self.attached:
             return False
         now = self._loop.time()
@@ -693,8 +694,7 @@ class TerminalWorker:
         for client in self.attached:
             if client.backlog() <= threshold:
                 client.last_progress = now
-                return False
-            if now - client.last_progress <= STALL_SECS:
+            elif now - client.last_progress <= STALL_SECS:
                 reading_and_behind = True
         return reading_and_behind
 
