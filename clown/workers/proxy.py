@@ -313,11 +313,12 @@ class ProxyHandler(tornado.web.RequestHandler):
                     meter.finish()
                 recorded = True
                 held = b""
-                await self._forward_around_commit(data, self._submit(meter, request_id, body, started))
+                await self._forward_around_commit(data, self._submit(meter, request_id, body, started),
+                                                  last=not streaming and upstream.at_end)
             if meter is not None and not recorded:
                 meter.finish()
                 recorded = True
-                await self._forward_around_commit(held, self._submit(meter, request_id, body, started))
+                await self._forward_around_commit(held, self._submit(meter, request_id, body, started), last=True)
                 held = b""
             self.finish()
         except UpstreamError as exc:
@@ -333,8 +334,9 @@ class ProxyHandler(tornado.web.RequestHandler):
                 if commit is not None:
                     await self._settled(commit)
 
-    async def _forward_around_commit(self, data: bytes, commit) -> None:
-        """Forward ``data`` but its last byte, wait for ``commit`` (running meanwhile), then the last byte."""
+    async def _forward_around_commit(self, data: bytes, commit, last: bool) -> None:
+        """Forward ``data`` but its last byte, wait for ``commit`` (running meanwhile), then the last byte
+        (flushed unless ``last``: the body is over and ``finish`` follows at once)."""
         if len(data) > 1:
             self.write(data[:-1])
             await self.flush()
@@ -342,6 +344,8 @@ class ProxyHandler(tornado.web.RequestHandler):
             await self._settled(commit)
         if data:
             self.write(data[-1:])
+            if not last:    # more may follow (a stream's terminator): the agent gets this event now
+                await self.flush()
 
     async def _settled(self, commit) -> bool:
         try:

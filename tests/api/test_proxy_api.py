@@ -108,9 +108,36 @@ def test_streaming_arrives_chunk_by_chunk(setup, upstream):
     rest = response.read()
     total = time.monotonic() - began
     assert first.startswith(b"event: message_start")
-    assert upstream.completed == 1
+    wait_for(lambda: upstream.completed == 1, 5, 0.01, "the upstream to count its response")   # its own thread
     assert first_at < 0.25 and total > 1.5      # 8 events dripped 0.3 s apart
     assert rest.rstrip().endswith(b'data: {"type":"message_stop"}')
+
+
+def test_the_completing_event_is_forwarded_at_once_after_its_commit(setup, upstream):
+    # message_delta completes the usage; the upstream then waits a drip interval before
+    # message_stop: the agent has all of message_delta (its last byte follows the usage commit)
+    # long before that.
+    port = start(setup)["port"]
+    upstream.mode, upstream.drip_interval = "drip", 0.4
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    began = time.monotonic()
+    connection.request("POST", "/v1/messages", body=json.dumps({"model": "claude-sonnet-4-5", "stream": True}),
+                       headers={"x-api-key": placeholder(setup, "work"), "Content-Type": "application/json"})
+    response = connection.getresponse()
+    received = b""
+    while b'"type":"message_delta"' not in received or not received.endswith(b"\n\n"):
+        chunk = response.read1(65536)
+        assert chunk, received
+        received += chunk
+    stop_at = time.monotonic() - began
+    assert b"message_stop" not in received
+    db = sqlite3.connect(os.path.join(setup.home, "clown.db"))
+    try:
+        assert db.execute("SELECT COUNT(*) FROM usage_events WHERE source = 'proxy'").fetchone()[0] == 1
+    finally:
+        db.close()
+    response.read()
+    assert time.monotonic() - began - stop_at > 0.25
 
 
 def test_usage_of_a_streamed_response_is_recorded(setup, upstream):
