@@ -49,6 +49,7 @@ import multiprocessing
 import os
 import queue
 import re
+import signal
 import sys
 import time
 
@@ -173,7 +174,7 @@ class Importer:
             loads[index] += item[1].st_size - item[2]
         for group in groups:
             group.sort(key=lambda item: item[0])
-        processes = [context.Process(target=_parse_files, args=(self, index, group, channel), daemon=True)
+        processes = [context.Process(target=_parse_files, args=(self, index, group, channel, os.getpid()), daemon=True)
                      for index, group in enumerate(groups) if group]
         base = (self.found, self.malformed, self.done_bytes, self.files_read)
         counters = {}
@@ -288,8 +289,13 @@ class Importer:
         raise NotImplementedError
 
 
-def _parse_files(importer: Importer, index: int, group: list, channel) -> None:
+def _parse_files(importer: Importer, index: int, group: list, channel, writer_pid: int) -> None:
     """A parser process (forked): read ``group``'s files and send batches to the writer."""
+    from clown import procs
+
+    procs.set_parent_death_signal(signal.SIGKILL)     # never outlive (and block on) a killed writer
+    if os.getppid() != writer_pid:
+        os._exit(1)
     try:
         importer.conn = None
         importer.sink, importer.sink_index = channel, index
