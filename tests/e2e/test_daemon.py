@@ -234,10 +234,15 @@ def test_env_overrides_file_and_flags_override_env(tmp_path):
 def test_events_listener_records_transitions(daemon):
     import sqlite3
     conn = sqlite3.connect(os.path.join(daemon.home, "clown.db"))
-    rows = conn.execute("SELECT program, from_state, to_state FROM program_events WHERE program = 'web'"
-                        " ORDER BY id").fetchall()
-    assert ("web", "STOPPED", "STARTING") in rows
-    assert ("web", "STARTING", "RUNNING") in rows
+
+    def web_rows():
+        rows = conn.execute("SELECT program, from_state, to_state FROM program_events WHERE program = 'web'"
+                            " ORDER BY id").fetchall()
+        return rows if len(rows) >= 2 else None
+
+    # supervisor delivers events to the listener asynchronously: wait for both to land.
+    assert wait_for(web_rows, timeout=10, message="web's events") == [
+        ("web", "STOPPED", "STARTING"), ("web", "STARTING", "RUNNING")]
 
 
 def test_logs_are_listed_and_tailed_with_secrets_redacted(daemon):
