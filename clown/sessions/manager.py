@@ -314,7 +314,8 @@ class SessionManager:
                 spec.mounts.append((git_dir, read_only))
         elif read_only:
             spec.argv = sandbox.bwrap_argv(argv, worktree=cwd, repo=git_dir or row["repo_path"],
-                                           writable=[launch.profile_home], clown_home=self.ctx.home.root)
+                                           writable=[launch.profile_home], clown_home=self.ctx.home.root,
+                                           path_env=env.get("PATH"))
         if row["backend"] == "pty":
             spec.launch = dataclasses.replace(launch, argv=spec.argv, env=env, cwd=cwd)
         else:

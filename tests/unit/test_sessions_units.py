@@ -253,3 +253,21 @@ def test_credentials_from_env_files_or_nothing(tmp_path):
                      "openai_api_key": {"configured": True, "source": "env"}}
     empty = credentials.credentials_status(NoProfiles(), environ={}, home=str(tmp_path / "nobody"))
     assert all(value == {"configured": False, "source": None} for value in empty.values())
+
+
+def test_bwrap_binds_back_an_agent_installed_under_tmp(tmp_path):
+    modules = tmp_path / "npm" / "node_modules"
+    package = modules / "agent-cli"
+    package.mkdir(parents=True)
+    (package / "cli.js").write_text("#!/bin/sh\n")
+    bin_dir = modules / ".bin"
+    bin_dir.mkdir()
+    (bin_dir / "agent").symlink_to(package / "cli.js")
+    home = tmp_path / "clown-home"
+    home.mkdir()
+    argv = sandbox.bwrap_argv([str(bin_dir / "agent")], worktree=str(tmp_path), repo=str(tmp_path), writable=[],
+                              clown_home=str(home), path_env=f"{bin_dir}:{home}:/usr/bin")
+    binds = [argv[i + 1] for i, part in enumerate(argv) if part == "--ro-bind"]
+    assert str(modules) in binds and str(bin_dir) in binds
+    assert str(home) not in binds and str(tmp_path) in binds  # the repo, bound on its own
+    assert argv.index("--tmpfs") < argv.index(str(modules))
