@@ -28,14 +28,15 @@ def program_dirs(command: list[str], path_env: str | None, clown_home: str) -> l
     """
     binary = command[0]
     if not os.path.isabs(binary):
-        binary = shutil.which(binary, path=path_env) or binary
-    candidates = [os.path.dirname(os.path.abspath(binary))]
-    real = os.path.realpath(binary)
-    candidates.append(os.path.dirname(real))
-    parts = real.split(os.sep)
-    if "node_modules" in parts:
-        candidates.append(os.sep.join(parts[:parts.index("node_modules") + 1]))
-    candidates += [entry for entry in (path_env or "").split(os.pathsep) if entry]
+        # Looked up on the agent's own PATH only; a name not found there binds nothing.
+        binary = shutil.which(binary, path=path_env) if path_env else None
+    candidates = [entry for entry in (path_env or "").split(os.pathsep) if os.path.isabs(entry)]
+    if binary:
+        real = os.path.realpath(binary)
+        candidates += [os.path.dirname(binary), os.path.dirname(real)]
+        parts = real.split(os.sep)
+        if "node_modules" in parts:
+            candidates.append(os.sep.join(parts[:parts.index("node_modules") + 1]))
     found = []
     for path in candidates:
         path = os.path.realpath(path)
