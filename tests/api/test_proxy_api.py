@@ -28,11 +28,11 @@ def setup(daemon_factory, upstream):
     daemon = daemon_factory(toml=f"[proxy]\nport_range = [{low}, {low + 20}]\nupstream_timeout_secs = 2\n"
                                  "max_body_bytes = 65536\n")
     add_provider(daemon, "fakeanthropic", upstream.url)
-    create_profile(daemon, "work", "fakeanthropic")
+    create_profile(daemon, "team", "fakeanthropic")
     return daemon
 
 
-def start(daemon, alias="work"):
+def start(daemon, alias="team"):
     status, reply = daemon.post(f"/api/proxy/{alias}/start")
     assert status == 200, reply
     return reply["data"]
@@ -40,26 +40,26 @@ def start(daemon, alias="work"):
 
 def test_start_answers_the_running_status(setup):
     data = start(setup)
-    assert data["profile"] == "work" and data["enabled"] is True and data["status"] == "running"
+    assert data["profile"] == "team" and data["enabled"] is True and data["status"] == "running"
     assert isinstance(data["port"], int) and isinstance(data["pid"], int)
     assert data["restarts"] == 0
 
 
 def test_status_of_one_and_all(setup):
     data = start(setup)
-    status, reply = setup.get("/api/proxy/status/work")
+    status, reply = setup.get("/api/proxy/status/team")
     assert status == 200 and reply["success"] is True
     assert {k: reply["data"][k] for k in ("profile", "enabled", "port", "pid", "status")} == \
-        {"profile": "work", "enabled": True, "port": data["port"], "pid": data["pid"], "status": "running"}
+        {"profile": "team", "enabled": True, "port": data["port"], "pid": data["pid"], "status": "running"}
     status, reply = setup.get("/api/proxy/status")
     assert status == 200
-    assert [(p["profile"], p["port"], p["status"]) for p in reply["data"]] == [("work", data["port"], "running")]
+    assert [(p["profile"], p["port"], p["status"]) for p in reply["data"]] == [("team", data["port"], "running")]
     assert set(reply["data"][0]) >= {"profile", "port", "pid", "status", "restarts", "started_at"}
 
 
 def test_stop_clears_enabled_and_stops(setup):
     start(setup)
-    status, reply = setup.post("/api/proxy/work/stop")
+    status, reply = setup.post("/api/proxy/team/stop")
     assert status == 200
     assert reply["data"]["status"] == "stopped" and reply["data"]["enabled"] is False and reply["data"]["pid"] is None
 
@@ -74,7 +74,7 @@ def test_unknown_profile_is_404_in_the_clown_envelope(setup):
 
 def test_the_upstream_sees_the_real_key_and_never_the_placeholder(setup, upstream):
     port = start(setup)["port"]
-    token = placeholder(setup, "work")
+    token = placeholder(setup, "team")
     status, _, data = send(port, "/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 5},
                            {"Authorization": f"Bearer {token}", "anthropic-version": "2023-06-01"})
     assert status == 200 and json.loads(data)["type"] == "message"
@@ -101,7 +101,7 @@ def test_streaming_arrives_chunk_by_chunk(setup, upstream):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     began = time.monotonic()
     connection.request("POST", "/v1/messages", body=json.dumps({"model": "claude-sonnet-4-5", "stream": True}),
-                       headers={"x-api-key": placeholder(setup, "work"), "Content-Type": "application/json"})
+                       headers={"x-api-key": placeholder(setup, "team"), "Content-Type": "application/json"})
     response = connection.getresponse()
     first = response.read1(65536)
     first_at = time.monotonic() - began
@@ -122,7 +122,7 @@ def test_the_completing_event_is_forwarded_at_once_after_its_commit(setup, upstr
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     began = time.monotonic()
     connection.request("POST", "/v1/messages", body=json.dumps({"model": "claude-sonnet-4-5", "stream": True}),
-                       headers={"x-api-key": placeholder(setup, "work"), "Content-Type": "application/json"})
+                       headers={"x-api-key": placeholder(setup, "team"), "Content-Type": "application/json"})
     response = connection.getresponse()
     received = b""
     while b'"type":"message_delta"' not in received or not received.endswith(b"\n\n"):
@@ -143,9 +143,9 @@ def test_the_completing_event_is_forwarded_at_once_after_its_commit(setup, upstr
 def test_usage_of_a_streamed_response_is_recorded(setup, upstream):
     port = start(setup)["port"]
     status, _, _ = send(port, "/v1/messages", {"model": "claude-sonnet-4-5", "stream": True},
-                        {"x-api-key": placeholder(setup, "work"), "x-claude-code-session-id": "sess-1"})
+                        {"x-api-key": placeholder(setup, "team"), "x-claude-code-session-id": "sess-1"})
     assert status == 200
-    status, reply = setup.get("/api/usage?period=today&profile=work")
+    status, reply = setup.get("/api/usage?period=today&profile=team")
     assert reply["data"]["total_tokens"] == {"input_tokens": 100, "output_tokens": 20,
                                              "cache_creation_input_tokens": 10, "cache_read_input_tokens": 50}
     assert reply["data"]["total_sessions"] == 1
@@ -154,7 +154,7 @@ def test_usage_of_a_streamed_response_is_recorded(setup, upstream):
 def test_a_json_response_arrives_whole_and_its_usage_is_already_committed(setup, upstream):
     # Everything but the body's last byte is forwarded at once; the last byte only after the commit.
     port = start(setup)["port"]
-    key = placeholder(setup, "work")
+    key = placeholder(setup, "team")
     for index in range(5):
         status, _, body = send(port, "/v1/messages", {"model": "claude-sonnet-4-5"}, {"x-api-key": key})
         assert status == 200 and json.loads(body)["usage"]["output_tokens"] == 20
@@ -169,9 +169,9 @@ def test_an_unreachable_upstream_is_a_502_naming_it(daemon_factory):
     dead = f"http://127.0.0.1:{free_port()}"
     daemon = daemon_factory(toml=f"[proxy]\nport_range = [{free_port()}, 65000]\n")
     add_provider(daemon, "gone", dead)
-    create_profile(daemon, "work", "gone")
+    create_profile(daemon, "team", "gone")
     port = start(daemon)["port"]
-    status, _, data = send(port, "/v1/messages", {"model": "m"}, {"x-api-key": placeholder(daemon, "work")})
+    status, _, data = send(port, "/v1/messages", {"model": "m"}, {"x-api-key": placeholder(daemon, "team")})
     assert status == 502
     error = json.loads(data)["error"]
     assert error["type"] == "upstream_unreachable" and error["upstream"] == dead and dead in error["message"]
@@ -181,7 +181,7 @@ def test_an_upstream_that_hangs_gets_a_504(setup, upstream):
     port = start(setup)["port"]
     upstream.mode = "hang"
     began = time.monotonic()
-    status, _, data = send(port, "/v1/messages", {"model": "m"}, {"x-api-key": placeholder(setup, "work")})
+    status, _, data = send(port, "/v1/messages", {"model": "m"}, {"x-api-key": placeholder(setup, "team")})
     assert status == 504 and json.loads(data)["error"]["type"] == "upstream_timeout"
     assert time.monotonic() - began < 10
 
@@ -189,7 +189,7 @@ def test_an_upstream_that_hangs_gets_a_504(setup, upstream):
 def test_upstream_errors_pass_through(setup, upstream):
     port = start(setup)["port"]
     upstream.mode = "error500"
-    status, response, data = send(port, "/v1/messages", {"model": "m"}, {"x-api-key": placeholder(setup, "work")})
+    status, response, data = send(port, "/v1/messages", {"model": "m"}, {"x-api-key": placeholder(setup, "team")})
     assert status == 500
     assert json.loads(data)["error"]["type"] == "api_error"
     assert response.getheader("request-id").startswith("req_")
@@ -199,10 +199,10 @@ def test_garbage_passes_through_and_the_next_request_is_metered(setup, upstream)
     port = start(setup)["port"]
     upstream.mode = "garbage"
     status, _, data = send(port, "/v1/messages", {"model": "m", "stream": True},
-                           {"x-api-key": placeholder(setup, "work")})
+                           {"x-api-key": placeholder(setup, "team")})
     assert status == 200 and data.startswith(b"\x00\xffnot json")
     upstream.mode = None
-    status, _, _ = send(port, "/v1/messages", {"model": "claude-sonnet-4-5"}, {"x-api-key": placeholder(setup, "work")})
+    status, _, _ = send(port, "/v1/messages", {"model": "claude-sonnet-4-5"}, {"x-api-key": placeholder(setup, "team")})
     assert status == 200
     _, reply = setup.get("/api/usage?period=today")
     assert reply["data"]["total_tokens"]["input_tokens"] == 100
@@ -211,7 +211,7 @@ def test_garbage_passes_through_and_the_next_request_is_metered(setup, upstream)
 def test_a_body_over_the_cap_is_413(setup):
     port = start(setup)["port"]
     status, _, data = send(port, "/v1/messages", {"model": "m", "pad": "x" * 70000},
-                           {"x-api-key": placeholder(setup, "work")})
+                           {"x-api-key": placeholder(setup, "team")})
     assert status == 413 and json.loads(data)["error"]["type"] == "request_too_large"
 
 
@@ -233,7 +233,7 @@ def test_chat_completions_streams_ask_for_the_usage_chunk(daemon_factory, upstre
 def test_kill_9_mid_request_restarts_on_the_same_port_and_loses_nothing(setup, upstream):
     data = start(setup)
     port, pid = data["port"], data["pid"]
-    token = placeholder(setup, "work")
+    token = placeholder(setup, "team")
     assert send(port, "/v1/messages", {"model": "claude-sonnet-4-5"}, {"x-api-key": token})[0] == 200
     upstream.mode, upstream.drip_interval = "drip", 0.5
     outcome = {}
@@ -254,7 +254,7 @@ def test_kill_9_mid_request_restarts_on_the_same_port_and_loses_nothing(setup, u
     assert "error" in outcome or outcome["result"][2].count(b"message_stop") == 0
 
     def restarted():
-        _, reply = setup.get("/api/proxy/status/work")
+        _, reply = setup.get("/api/proxy/status/team")
         return reply["data"] if reply["data"]["status"] == "running" and reply["data"]["pid"] != pid else None
 
     after = wait_for(restarted, timeout=20, message="the proxy to be restarted")

@@ -164,12 +164,12 @@ def test_an_import_does_not_recount_what_the_proxy_metered(daemon, tmp_path):
 
     with FakeUpstream() as upstream:
         add_provider(daemon, "fakeanthropic", upstream.url)
-        create_profile(daemon, "work", "fakeanthropic")
-        status, reply = daemon.post("/api/proxy/work/start")
+        create_profile(daemon, "team", "fakeanthropic")
+        status, reply = daemon.post("/api/proxy/team/start")
         assert status == 200, reply
         port = reply["data"]["port"]
         status, response, body = send(port, "/v1/messages", {"model": "claude-sonnet-4-5"},
-                                      {"x-api-key": placeholder(daemon, "work")})
+                                      {"x-api-key": placeholder(daemon, "team")})
         assert status == 200
         message, request_id = json.loads(body), response.getheader("request-id")
     project = tmp_path / "claude" / "projects" / "p"
@@ -181,4 +181,4 @@ def test_an_import_does_not_recount_what_the_proxy_metered(daemon, tmp_path):
     before = report(daemon)["total_tokens"]
     assert import_claude(daemon, tmp_path / "claude")[0] == 200
     assert report(daemon)["total_tokens"] == before
-    assert list(report(daemon)["aggregates"]["by_profile"]) == ["work"]
+    assert list(report(daemon)["aggregates"]["by_profile"]) == ["team"]

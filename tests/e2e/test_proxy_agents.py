@@ -23,10 +23,10 @@ def test_claude_code_turn_through_the_proxy_is_metered_once_even_after_import(da
     with FakeUpstream(turns=[tool_use("Read", {"file_path": str(note)}), text("It says hello-file")],
                       script_only_with_tools=True) as upstream:
         add_provider(daemon, "fakeanthropic", upstream.url)
-        create_profile(daemon, "work", "fakeanthropic")
-        status, reply = daemon.post("/api/proxy/work/start")
+        create_profile(daemon, "team", "fakeanthropic")
+        status, reply = daemon.post("/api/proxy/team/start")
         assert status == 200, reply
-        token = placeholder(daemon, "work")
+        token = placeholder(daemon, "team")
         config_dir = tmp_path / "claude-config"
         done = subprocess.run(
             [os.path.join(BIN, "claude"), "-p", "read note.txt", "--dangerously-skip-permissions",
