@@ -76,7 +76,7 @@ def start_clown(workdir: str, upstream_port: int) -> tuple[subprocess.Popen, int
     with open(home.spec("proxy-bench"), "w") as handle:
         json.dump(spec, handle)
     process = subprocess.Popen([sys.executable, "-m", "clown.workers.proxy", "--home", home.root, "--profile", "bench"],
-                               cwd=REPO, stderr=subprocess.DEVNULL)
+                               cwd=REPO, stderr=None if os.environ.get("BENCH_STDERR") else subprocess.DEVNULL)
     wait_port(port)
     return process, port
 
