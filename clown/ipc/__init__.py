@@ -285,6 +285,15 @@ class TerminalWorkerClient(asyncio.Protocol):
             self._transport.write(encode_data(data[position:position + MAX_FRAME]))
         return self._write_paused
 
+    def write_control(self, message: dict) -> bool:
+        """Write a control frame at once (``resize``, ``signal``), in order with the
+        keystrokes written around it. Returns True when the caller should ``await drain()``
+        before sending more. Raises ConnectionError when closed."""
+        if self.closed:
+            raise ConnectionError("the worker connection is closed")
+        self._transport.write(encode_control(message))
+        return self._write_paused
+
     async def drain(self) -> None:
         """Wait until the worker takes what was written (returns at once if it does)."""
         await self._send(b"")

@@ -3,10 +3,8 @@
 import asyncio
 import json
 import logging
-import struct
 
-import tornado.iostream
-import tornado.websocket
+import tornado.web
 from marshmallow import ValidationError
 
 from clown.ipc import WorkerError
@@ -14,19 +12,13 @@ from clown.paths import ClientPathError, check_client_path
 from clown.terminal.manager import TerminalError, TerminalManager
 from clown.terminal.schemas import (CONTROL_MESSAGES, TerminalCreatedSchema, TerminalCreateSchema,
                                     TerminalSessionSchema)
-from clown.web.base import ApiError, ClownHandler, JsonWebSocketHandler, Op, describe_validation_error
+from clown.web.base import ApiError, ClownHandler, GateMixin, Op, describe_validation_error
+from clown.web.wsproto import ServerWebSocket, accept, check_upgrade
 from clown.workers.terminal import load_scrollback
 
 log = logging.getLogger(__name__)
 
-# What the front buffers for one client before it stops reading that client's worker
-# connection (and resumes at half): writes not yet flushed to the socket, and their bytes.
-MAX_WRITES_IN_FLIGHT = 8
-MAX_BYTES_IN_FLIGHT = 1024 * 1024
 CLOSE_TOO_SLOW = 4008
-_SMALL_HEADER = struct.Struct("!BB")
-_MEDIUM_HEADER = struct.Struct("!BBH")
-_LARGE_HEADER = struct.Struct("!BBQ")
 CLOSE_NOT_FOUND = 4004
 
 
@@ -92,232 +84,197 @@ class TerminalCleanupHandler(ClownHandler):
         self.ok(bare=True)
 
 
-class TerminalSocket(JsonWebSocketHandler):
+class TerminalSocket(GateMixin, tornado.web.RequestHandler):
+    """``/ws/terminal/{id}``: the gate and the upgrade checks here, then ``TerminalRelay``
+    takes the socket over (clown.web.wsproto)."""
+
+    def prepare(self):
+        self.gate(websocket=True)
+
+    async def get(self, session_id):
+        check_upgrade(self.request)   # a bad upgrade is answered here, in the envelope
+        relay = TerminalRelay(self.ctx, session_id, self.settings.get("websocket_ping_interval") or 0)
+        try:
+            await accept(self, relay)
+        except ConnectionError:
+            return
+        await relay.start()
+
+
+class TerminalRelay(ServerWebSocket):
     """One client of one terminal session: binary in = keystrokes, binary out = the PTY's bytes.
 
     The front keeps no copy of the stream: each client has its own connection to the
-    worker, which sends the ring then live output. A client that does not read makes its
-    writes wait here (at most MAX_WRITES_IN_FLIGHT), then this relay stops reading the
+    worker, which sends the ring then live output, and each output frame from the worker
+    becomes one WebSocket frame written straight to the client's socket. When the client
+    does not read, its socket buffer passes WRITE_HIGH, this relay stops reading the
     worker, and the worker drops the connection past ``client_backlog_bytes``; the client
-    is then closed with 4008 "client too slow" and may reconnect for the ring.
+    is then closed with 4008 "client too slow" and may reconnect for the ring. When the
+    worker does not take keystrokes, the relay stops reading the client.
     """
 
-    client = None
-
-    async def open(self, session_id):
+    def __init__(self, ctx, session_id: str, ping_interval: float):
+        super().__init__(ctx.config.terminal.max_message_bytes, ping_interval)
+        self.ctx = ctx
         self.session_id = session_id
+        self.client = None
+        self._ws_paused = False
+        self._ended_cleanly = False
+        self._worker_closing = False
+
+    async def start(self) -> None:
         manager = self.ctx.terminals
-        row = manager.row(session_id)
+        row = manager.row(self.session_id)
         if row is None:
-            await self._send_json({"type": "error", "message": "Session not found"})
+            self.send_json({"type": "error", "message": "Session not found"})
             self.close(CLOSE_NOT_FOUND, "Session not found")
             return
         client = None
         if row["state"] != "terminated":
             try:
-                client = await manager.connect(session_id)
+                client = await manager.connect(self.session_id)
             except (OSError, WorkerError, asyncio.TimeoutError) as exc:
-                await self._send_json({"type": "error", "message": f"terminal worker is not reachable: {exc}"})
+                self.send_json({"type": "error", "message": f"terminal worker is not reachable: {exc}"})
                 self.close(1011, "terminal worker is not reachable")
                 return
         if client is None:
-            await self._replay_ended(session_id)
+            self._replay_ended()
+            return
+        if self.closed:   # the client left while we connected
+            await client.close()
             return
         self.client = client
-        await client.attach()
-        await self._send_json({"type": "connected", "session_id": session_id})
-        self._start_relay()
-
-    async def _send_json(self, message: dict) -> None:
         try:
-            await self.write_message(json.dumps(message))
-        except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
-            pass
+            await client.attach()
+        except ConnectionError:
+            pass   # the worker went away: on_end below says so
+        self.send_json({"type": "connected", "session_id": self.session_id})
+        client.set_consumer(self._on_output, self._on_worker_event, self._on_worker_end)
+        if self._ws_paused:
+            client.pause_reading()
+        self.start_reading()
 
-    async def _replay_ended(self, session_id: str) -> None:
+    def send_json(self, message: dict) -> None:
+        self.send(json.dumps(message), binary=False)
+
+    def _replay_ended(self) -> None:
         """An ended session: its scrollback dump, then its end state, then close."""
-        await self._send_json({"type": "connected", "session_id": session_id})
+        self.send_json({"type": "connected", "session_id": self.session_id})
         try:
-            _start, data = load_scrollback(self.ctx.terminals.scrollback_path(session_id))
+            _start, data = load_scrollback(self.ctx.terminals.scrollback_path(self.session_id))
         except (OSError, ValueError):
             data = b""
-        try:
-            if data:
-                await self.write_message(data, binary=True)
-        except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
-            return
-        await self._send_state(self.ctx.terminals.row(session_id))
+        if data:
+            self.send(data)
+        self._send_state(self.ctx.terminals.row(self.session_id))
         self.close(1000, "session ended")
 
-    async def _send_state(self, row) -> None:
-        await self._send_json({"type": "state_changed", "state": "terminated",
-                               "exit_code": row["exit_code"] if row else None,
-                               "exit_signal": row["exit_signal"] if row else None,
-                               "reason": row["reason"] if row else None})
+    def _send_state(self, row) -> None:
+        self.send_json({"type": "state_changed", "state": "terminated",
+                        "exit_code": row["exit_code"] if row else None,
+                        "exit_signal": row["exit_signal"] if row else None,
+                        "reason": row["reason"] if row else None})
 
-    # ---- worker → browser, driven by the worker connection's data_received
-
-    def _start_relay(self) -> None:
-        self._in_flight = 0        # bytes handed to the WebSocket and not yet flushed
-        self._writes = 0           # writes not yet flushed
-        self._paused = False
-        self._ended_cleanly = False
-        self._closing = False
-        self._last_write = None
-        self.client.set_consumer(self._on_output, self._on_worker_event, self._on_worker_end)
-
-    def _write(self, message, binary: bool) -> bool:
-        """Write without waiting; False when the WebSocket is gone."""
-        if self.ws_connection is None or self.ws_connection.is_closing():
-            return False
-        try:
-            future = self.write_message(message, binary=binary)
-        except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
-            return False
-        size = len(message)
-        self._track(future, size)
-        return True
-
-    def _track(self, future, size: int) -> None:
-        self._in_flight += size
-        self._writes += 1
-        self._last_write = future
-        future.add_done_callback(lambda f, size=size: self._written(f, size))
-        if not self._paused and (self._in_flight > MAX_BYTES_IN_FLIGHT or self._writes >= MAX_WRITES_IN_FLIGHT):
-            self._paused = True
-            self.client.pause_reading()
-
-    def _written(self, future, size: int) -> None:
-        if not future.cancelled():
-            future.exception()   # retrieved: a closed socket ends the relay elsewhere
-        self._in_flight -= size
-        self._writes -= 1
-        if self._paused and self._in_flight <= MAX_BYTES_IN_FLIGHT // 2 and self._writes < MAX_WRITES_IN_FLIGHT:
-            self._paused = False
-            if self.client is not None:
-                self.client.resume_reading()
+    # ---- worker → client, called from the worker connection's data_received
 
     def _on_output(self, offset: int, data: memoryview) -> None:
-        conn = self.ws_connection
-        stream = getattr(conn, "stream", None)
-        if (stream is None or getattr(conn, "_compressor", True) is not None
-                or getattr(conn, "mask_outgoing", True)):
-            self._write(bytes(data), True)   # compression (or another Tornado): the public way
-            return
-        # One unmasked, uncompressed binary frame written straight to the IOStream: what
-        # write_message does, without its two copies of the data and its task per message.
-        if conn.is_closing():
-            return
-        size = len(data)
-        if size < 126:
-            header = _SMALL_HEADER.pack(0x82, size)
-        elif size <= 0xFFFF:
-            header = _MEDIUM_HEADER.pack(0x82, 126, size)
-        else:
-            header = _LARGE_HEADER.pack(0x82, 127, size)
-        try:
-            future = stream.write(header + data)
-        except tornado.iostream.StreamClosedError:
-            return
-        self._track(future, size)
+        self.send(data)
 
     def _on_worker_event(self, event: dict) -> None:
         op = event.get("op")
         if op == "state":
             self._ended_cleanly = True
-            self._write(json.dumps({"type": "state_changed", "state": event.get("state", "terminated"),
-                                    "exit_code": event.get("exit_code"),
-                                    "exit_signal": event.get("exit_signal"),
-                                    "reason": event.get("reason")}), False)
+            self.send_json({"type": "state_changed", "state": event.get("state", "terminated"),
+                            "exit_code": event.get("exit_code"),
+                            "exit_signal": event.get("exit_signal"),
+                            "reason": event.get("reason")})
         elif op == "closing":
-            self._closing = True
-            self._close_after_writes(event.get("code", CLOSE_TOO_SLOW), event.get("reason", "client too slow"))
+            self._worker_closing = True
+            self.close(event.get("code", CLOSE_TOO_SLOW), event.get("reason", "client too slow"))
         elif op == "error":
-            self._write(json.dumps({"type": "error", "message": event.get("message", "worker error")}), False)
+            self.send_json({"type": "error", "message": event.get("message", "worker error")})
 
     def _on_worker_end(self) -> None:
-        if not self._closing:
-            asyncio.ensure_future(self._finish())
-
-    def _close_after_writes(self, code: int, reason: str) -> None:
-        if self.ws_connection is not None:
-            self.close(code, reason)
-
-    async def _finish(self) -> None:
-        """The worker connection ended: flush, say why if the worker did not, close."""
-        if self._last_write is not None:
-            try:
-                await self._last_write
-            except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
-                return
-        if self.ws_connection is None:
+        if self._worker_closing or self.closing:
             return
-        if not self._ended_cleanly:
-            await self._report_lost_worker()
-        self.close(1000, "session ended")
+        if self._ended_cleanly:
+            self.close(1000, "session ended")
+        else:
+            asyncio.ensure_future(self._report_lost_worker())
 
     async def _report_lost_worker(self) -> None:
         """The worker went away without a last word (killed): say what the store says."""
         for _ in range(100):
+            if self.closing:
+                return
             row = self.ctx.terminals.row(self.session_id)
             if row is None or row["state"] == "terminated":
-                await self._send_state(row)
+                self._send_state(row)
+                self.close(1000, "session ended")
                 return
             await asyncio.sleep(0.05)
-        await self._send_json({"type": "error", "message": "lost the connection to the terminal worker"})
+        self.send_json({"type": "error", "message": "lost the connection to the terminal worker"})
+        self.close(1000, "session ended")
 
-    def on_message(self, message):
-        # Not a coroutine for keystrokes: Tornado would run it as a task, a loop turn later.
-        # A coroutine is returned only when there is something to wait for; Tornado waits for
-        # it before reading the next message (backpressure on a worker not taking input).
-        if self.client is None:
-            return None
-        if isinstance(message, bytes):
-            try:
-                if self.client.write_input(message):
-                    return self._drain_input()
-            except ConnectionError:
-                return self._send_json({"type": "error", "message": "the session has ended"})
-            return None
-        return self._control_message(message)
+    # ---- flow control: the client's socket backs up → stop reading the worker
+
+    def on_pause(self) -> None:
+        self._ws_paused = True
+        if self.client is not None:
+            self.client.pause_reading()
+
+    def on_resume(self) -> None:
+        self._ws_paused = False
+        if self.client is not None:
+            self.client.resume_reading()
+
+    # ---- client → worker
+
+    def on_message(self, data, binary: bool) -> None:
+        try:
+            if binary:
+                backed_up = self.client.write_input(data)
+            else:
+                backed_up = self._control(data)
+        except ConnectionError:
+            self.send_json({"type": "error", "message": "the session has ended"})
+            return
+        if backed_up:   # the worker is not taking input: stop reading the client meanwhile
+            self.pause_reading()
+            asyncio.ensure_future(self._drain_input())
 
     async def _drain_input(self) -> None:
         try:
             await self.client.drain()
         except ConnectionError:
-            await self._send_json({"type": "error", "message": "the session has ended"})
+            self.send_json({"type": "error", "message": "the session has ended"})
+        self.resume_reading()
 
-    async def _control_message(self, message: str) -> None:
-        try:
-            await self._control(message)
-        except ConnectionError:
-            await self._send_json({"type": "error", "message": "the session has ended"})
-
-    async def _control(self, text: str) -> None:
+    def _control(self, text: str) -> bool:
+        """Check a JSON control message and pass it on; an ``error`` message otherwise."""
         try:
             document = json.loads(text)
         except ValueError as exc:
-            await self._send_json({"type": "error", "message": f"control message is not valid JSON: {exc}"})
-            return
+            self.send_json({"type": "error", "message": f"control message is not valid JSON: {exc}"})
+            return False
         if not isinstance(document, dict):
-            await self._send_json({"type": "error", "message": "control message must be a JSON object"})
-            return
+            self.send_json({"type": "error", "message": "control message must be a JSON object"})
+            return False
         schema = CONTROL_MESSAGES.get(document.get("type"))
         if schema is None:
-            await self._send_json({"type": "error", "message": "control message type must be one of: "
-                                   + ", ".join(sorted(CONTROL_MESSAGES))})
-            return
+            self.send_json({"type": "error", "message": "control message type must be one of: "
+                            + ", ".join(sorted(CONTROL_MESSAGES))})
+            return False
         try:
             message = schema().load(document)
         except ValidationError as exc:
-            await self._send_json({"type": "error", "message": describe_validation_error(exc, document["type"])})
-            return
+            self.send_json({"type": "error", "message": describe_validation_error(exc, document["type"])})
+            return False
         if message["type"] == "resize":
-            await self.client.resize(message["cols"], message["rows"])
-        else:
-            await self.client.signal(message["signal"])
+            return self.client.write_control({"op": "resize", "cols": message["cols"], "rows": message["rows"]})
+        return self.client.write_control({"op": "signal", "signal": message["signal"]})
 
-    def on_close(self):
+    def on_close(self, code: int, reason: str) -> None:
         if self.client is not None:
             asyncio.ensure_future(self.client.close())
 
