@@ -15,11 +15,14 @@ measures the same commands through both, and through nothing (ptyprocess + os.re
 - rss: RSS of one term worker and of web with 100 sessions and 100 clients
 
 Clients are ``websockets`` asyncio clients (max_size=None, no compression), run in child
-processes where several run at once. Nothing here is a test: it prints numbers.
+processes where several run at once, except for the echo round trip, where both servers
+get the same blocking raw-socket client (``RawWebSocket``) so that the client's own event
+loop is not measured. Nothing here is a test: it prints numbers.
 """
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import json
 import multiprocessing
@@ -220,17 +223,71 @@ def bench_throughput(clown, terminado, size, rounds, results):
 
 # --- keystroke echo -----------------------------------------------------------------------
 
-async def ws_echo(kind, url, count) -> list[float]:
-    ws = await connect(url)
+class RawWebSocket:
+    """A blocking WebSocket client on a plain socket, for the echo round trip: the
+    asyncio ``websockets`` client costs ~0.1–0.2 ms per round trip here (a task per
+    ``wait_for``, the loop's wake-ups), which would be measured as server time."""
+
+    def __init__(self, url: str):
+        host_port, _, path = url.removeprefix("ws://").partition("/")
+        host, port = host_port.split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                          f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        self.buffer = bytearray()
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self.sock.recv(65536)
+        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
+        if b" 101 " not in head.split(b"\r\n")[0]:
+            raise RuntimeError(f"handshake refused: {head[:200]!r}")
+        self.buffer = bytearray(rest)
+
+    def send(self, message) -> None:
+        """A text (str) or binary (bytes) message of under 126 bytes, masked with zeros."""
+        opcode, payload = (1, message.encode()) if isinstance(message, str) else (2, message)
+        self.sock.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+
+    def recv(self):
+        """The next data message: str for text, bytes for binary."""
+        buffer = self.buffer
+        while True:
+            if len(buffer) >= 2:
+                size, start = buffer[1] & 0x7F, 2
+                if size == 126:
+                    size, start = (int.from_bytes(buffer[2:4], "big") if len(buffer) >= 4 else -1), 4
+                elif size == 127:
+                    size, start = (int.from_bytes(buffer[2:10], "big") if len(buffer) >= 10 else -1), 10
+                if size >= 0 and len(buffer) >= start + size:
+                    opcode, payload = buffer[0] & 0x0F, bytes(buffer[start:start + size])
+                    del buffer[:start + size]
+                    if opcode in (1, 2):
+                        return payload.decode() if opcode == 1 else payload
+                    continue
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the server closed the connection")
+            buffer += data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def ws_echo(kind, url, count) -> list[float]:
+    ws = RawWebSocket(url)
     try:
-        await read_until(ws, kind, b"READY", timeout=30)
+        seen = b""
+        while b"READY" not in seen:
+            seen += kind.output(ws.recv()) or b""
         times = []
         for i in range(count + 20):
             key = bytes([ord("a") + i % 26])
             start = time.perf_counter()
-            await ws.send(kind.stdin(key))
+            ws.send(kind.stdin(key))
             while True:
-                data = kind.output(await asyncio.wait_for(ws.recv(), 10))
+                data = kind.output(ws.recv())
                 if data:
                     break
             if i >= 20:   # warm-up
@@ -238,7 +295,7 @@ async def ws_echo(kind, url, count) -> list[float]:
             assert data == key, (data, key)
         return times
     finally:
-        await ws.close()
+        ws.close()
 
 
 def ceiling_echo(count) -> list[float]:
@@ -261,9 +318,9 @@ def bench_echo(clown, terminado, count, results):
     row = {}
     ceiling = ceiling_echo(count)
     session = clown.create(ECHO_CMD)
-    c = asyncio.run(ws_echo(clown, clown.url(session), count))
+    c = ws_echo(clown, clown.url(session), count)
     clown.delete(session)
-    t = asyncio.run(ws_echo(terminado, terminado.url("echo"), count))
+    t = ws_echo(terminado, terminado.url("echo"), count)
     for name, times in (("ceiling", ceiling), ("clown", c), ("terminado", t)):
         row[name] = (pct(times, 50), pct(times, 99))
         print(f"{name:9s} p50 {row[name][0]:.3f}  p99 {row[name][1]:.3f}  max {max(times):.3f}")
