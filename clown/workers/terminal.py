@@ -43,6 +43,7 @@ import collections
 import enum
 import errno
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -983,6 +984,7 @@ def run_worker(home: Home, session_id: str, spare: bool = False, parent: int | N
             record.change(SessionState.TERMINATED, reason=f"bad launch spec: {error}",
                           ended_at=clock.utc_iso())
             return 0
+        gc.freeze()   # the modules and the spec stay: no collector pass walks them again
         return asyncio.run(TerminalWorker(home, spec, record).run())
     finally:
         conn.close()
