@@ -43,10 +43,6 @@ class TerminalSection(_Section):
     max_sessions = fields.Integer(load_default=64, validate=validate.Range(min=1, max=4096))
     client_backlog_bytes = fields.Integer(load_default=4 << 20, validate=validate.Range(min=65536, max=1 << 30))
     max_message_bytes = fields.Integer(load_default=1 << 20, validate=validate.Range(min=1024, max=64 << 20))
-    # Workers started ahead of time so a new session skips supervisor's reloadConfig and
-    # Python's start-up (one is ~23 MiB of RSS); 0 turns them off. Started after the first
-    # session is created.
-    spare_workers = fields.Integer(load_default=1, validate=validate.Range(min=0, max=16))
 
 
 class ProxySection(_Section):

@@ -37,6 +37,12 @@ class TerminalError(Exception):
         self.status = status
 
 
+# Term workers kept started ahead of time (after the first session; ~23 MiB of RSS each).
+# A constant, not a setting: DESIGN.md fixes the config keys, and one spare is what a
+# person creating sessions by hand needs (bursts take the ordinary path).
+SPARE_WORKERS = 1
+
+
 def program_name(session_id: str) -> str:
     return PROGRAM_PREFIX + session_id
 
@@ -161,7 +167,7 @@ class TerminalManager:
     #
     # Starting a worker costs a supervisor reloadConfig (which re-reads every conf.d file)
     # and a Python start-up with its imports: most of create-to-first-byte. So after the
-    # first session, the manager keeps ``spare_workers`` programs ``term-<id>`` started
+    # first session, the manager keeps SPARE_WORKERS programs ``term-<id>`` started
     # with ``--spare`` for ids no session has yet. Creating a session takes one: its row
     # and spec get that id, the FIFO poke wakes the worker, and it runs as any other. Each
     # session still is its own program, named after it from the start. Spares have no row:
@@ -183,7 +189,7 @@ class TerminalManager:
             os.close(fd)
 
     def _refill_spares(self) -> None:
-        if not self._filling and len(self._spares) < self.ctx.config.terminal.spare_workers:
+        if not self._filling and len(self._spares) < SPARE_WORKERS:
             self._filling = True
             asyncio.ensure_future(self._fill_spares())
 
@@ -191,7 +197,7 @@ class TerminalManager:
         try:
             # The spare checks it: one still starting when supervisord dies must not linger.
             parent = await self.ctx.workers.supervisor.call("getPID")
-            while len(self._spares) < self.ctx.config.terminal.spare_workers:
+            while len(self._spares) < SPARE_WORKERS:
                 session_id = str(uuid.uuid4())
                 await self.ctx.workers.add(program_name(session_id), WORKER_MODULE,
                                            ["--session", session_id, "--spare", "--parent", str(parent)],
