@@ -45,7 +45,6 @@ a shrunk one from the start (dedup keeps counts right).
 import argparse
 import datetime as dt
 import json
-import multiprocessing
 import os
 import queue
 import re
@@ -54,10 +53,9 @@ import sys
 import time
 
 from clown import clock, store
-from clown.catalog.pricing import PER_TOKENS, current_table, price_for
 from clown.home import Home
 from clown.usage import periods
-from clown.usage.store import FoldedBatch, UsageEvent, delete_events, record_events, write_folded
+from clown.usage.store import FoldedBatch, UsageEvent, delete_keys, hash_unhashed_keys, record_events, write_folded
 
 try:
     from orjson import loads as _loads
@@ -79,13 +77,14 @@ class Importer:
     kind = ""
     parallel = False    # may parse in PARSERS processes (no state shared across files)
 
-    def __init__(self, conn, tz, table, profile: str = "", progress=None):
+    def __init__(self, conn, tz, table, profile: str = "", progress=None, home_root: str | None = None):
         self.conn = conn
         self.tz = tz
-        self.table = table
+        self._table = table         # None: the home's table, read when first needed
+        self.home_root = home_root
         self.profile = profile
         self.progress = progress or (lambda **_: None)
-        self.pending: list[UsageEvent] = []
+        self.folded = FoldedBatch()     # this batch's rows, folded per key
         self.resume_points: list[tuple] = []
         self.found = 0          # usage entries read this run
         self.recorded = 0       # rows inserted or grown
@@ -100,13 +99,27 @@ class Importer:
         self.sink = None        # in a parser process: the queue to the writer
         self.sink_index = 0
 
+    @property
+    def table(self) -> dict:
+        # Read on first use: an import that finds nothing new never loads the pricing code
+        # (a quarter of a re-import's time).
+        if self._table is None:
+            from clown.catalog.pricing import current_table
+
+            self._table = current_table(self.home_root)
+        return self._table
+
     def rates(self, model: str) -> tuple | None:
-        """USD per million tokens of each kind for ``model`` (None: unpriced)."""
+        """USD per million tokens of each kind for ``model``, then the divisor (None: unpriced)."""
+        from clown.catalog.pricing import PER_TOKENS, price_for
+
         price = price_for(model, self.table)
-        return None if price is None else (price.input, price.output, price.cache_write, price.cache_read)
+        return None if price is None else (price.input, price.output, price.cache_write, price.cache_read, PER_TOKENS)
 
     def cost(self, model: str, tokens: tuple) -> float:
         if model not in self._prices:
+            from clown.catalog.pricing import price_for
+
             self._prices[model] = price_for(model, self.table)
         price = self._prices[model]
         if price is None:
@@ -143,6 +156,8 @@ class Importer:
                 state = json.loads(row["state"] or "{}")
             self.done_bytes += offset
             todo.append((path, st, offset, state))
+        if todo:
+            self.table      # read once here, not in each parser process
         workers = min(PARSERS, os.cpu_count() or 1)
         if self.parallel and workers > 1 and len(todo) > 1 \
                 and sum(st.st_size - offset for _, st, offset, _ in todo) >= PARALLEL_MIN_BYTES:
@@ -164,6 +179,8 @@ class Importer:
         resume point is committed in the same transaction as its events or a later one. The
         queue is bounded: memory stays a few batches whatever the corpus.
         """
+        import multiprocessing
+
         context = multiprocessing.get_context("fork")
         channel = context.Queue(maxsize=2 * workers)
         groups: list[list] = [[] for _ in range(workers)]
@@ -234,13 +251,13 @@ class Importer:
                         line_handler(line, path, position)
                     position += len(line) + 1
                 self.done_bytes += position - start
-                if len(self.pending) >= BATCH:
+                if len(self.folded) >= BATCH:
                     self.resume_points.append(self._resume_row(path, st, position, state))
                     self.flush()
                 self.report_progress()
         # A last line without its newline may still be being written: leave it for next time.
         self.resume_points.append(self._resume_row(path, st, position, state))
-        if len(self.pending) >= BATCH or len(self.resume_points) >= BATCH:
+        if len(self.folded) >= BATCH or len(self.resume_points) >= BATCH:
             self.flush()
 
     def _resume_row(self, path: str, st, position: int, state: dict | None) -> tuple:
@@ -251,12 +268,9 @@ class Importer:
 
         A file's resume point is queued only after its events, so it is never committed before them.
         """
-        if not self.pending and not self.resume_points:
+        if not self.folded and not self.resume_points:
             return
-        folded = FoldedBatch()
-        for event in self.pending:
-            folded.add(event)
-        self.pending = []
+        folded, self.folded = self.folded, FoldedBatch()
         resume_points, self.resume_points = self.resume_points, []
         if self.sink is not None:      # a parser process: the writer stores it
             self.sink.put(("batch", self.sink_index, folded, folded.rollup(), resume_points, self.counters()))
@@ -345,26 +359,30 @@ class ClaudeImporter(Importer):
         super().__init__(*args, **kwargs)
         self.hours_seen: set[int] = set()
         self._last_hour = None
-        self._file_keys: dict[str, int] = {}
         self._versions: dict[str, bool] = {}
-        self._minutes: dict[str, int | None] = {}
+        self._days: dict[str, int | None] = {}
+        self._path_session = ""
 
     def _at(self, timestamp: str) -> float | None:
         """Epoch seconds of ``timestamp`` (None when it is not one); Claude Code's own
-        ``YYYY-MM-DDTHH:MM:SS.mmmZ`` costs a dict lookup per minute plus integer arithmetic."""
-        if len(timestamp) == 24 and timestamp[23] == "Z" and timestamp[19] == "." and timestamp[16] == ":":
-            minute = self._minutes.get(timestamp[:16], False)
-            if minute is False:
+        ``YYYY-MM-DDTHH:MM:SS.mmmZ`` costs a dict lookup per day plus integer arithmetic."""
+        if len(timestamp) == 24 and timestamp[23] == "Z" and timestamp[19] == "." and timestamp[16] == ":" \
+                and timestamp[13] == ":":
+            day = self._days.get(timestamp[:11], False)
+            if day is False:
                 try:
-                    minute = int(_timestamp(timestamp[:16] + ":00Z"))
+                    day = int(_timestamp(timestamp[:11] + "00:00:00Z"))
                 except ValueError:
-                    minute = None
-                self._minutes[timestamp[:16]] = minute
-            seconds, millis = timestamp[17:19], timestamp[20:23]
-            if minute is not None and seconds.isdigit() and millis.isdigit() and timestamp.isascii() \
-                    and int(seconds) < 60:
-                # the same float as datetime.timestamp(): microseconds / 10**6, correctly rounded
-                return (minute * 1_000_000 + int(seconds) * 1_000_000 + int(millis) * 1000) / 1_000_000
+                    day = None
+                self._days[timestamp[:11]] = day
+            digits = timestamp[11:13] + timestamp[14:16] + timestamp[17:19] + timestamp[20:23]
+            if day is not None and digits.isdigit() and digits.isascii():
+                clock_time = int(digits)        # HHMMSSmmm
+                hours, minutes = clock_time // 10_000_000, clock_time // 100_000 % 100
+                seconds, millis = clock_time // 1000 % 100, clock_time % 1000
+                if hours < 24 and minutes < 60 and seconds < 60:
+                    # the same float as datetime.timestamp(): microseconds / 10**6, correctly rounded
+                    return ((day + hours * 3600 + minutes * 60 + seconds) * 1_000_000 + millis * 1000) / 1_000_000
         try:
             return _timestamp(timestamp)
         except ValueError:
@@ -381,9 +399,6 @@ class ClaudeImporter(Importer):
         parent = os.path.basename(os.path.dirname(path))
         grandparent = os.path.basename(os.path.dirname(os.path.dirname(path)))
         self._path_session = parent if grandparent != "projects" else os.path.basename(path)[:-len(".jsonl")]
-        # Claude Code writes a response once per content block: drop the smaller copies here
-        # already (per file, so memory stays bounded); the store keeps the rule across files.
-        self._file_keys = {}
 
     def line(self, line: bytes, path: str, offset: int) -> None:
         if _USAGE_MARKER not in line:
@@ -401,25 +416,25 @@ class ClaudeImporter(Importer):
             return
         if type(document) is not dict:
             return
-        event = self.entry(document, path, offset)
-        if event is not None:
+        row = self.entry(document, path, offset)
+        if row is not None:
             self.found += 1
-            total = event.input_tokens + event.output_tokens + event.cache_creation_input_tokens \
-                + event.cache_read_input_tokens
-            seen = self._file_keys.get(event.dedup_key)
-            if seen is not None and seen >= total:
-                return
-            self._file_keys[event.dedup_key] = total
-            self.pending.append(event)
+            # Claude Code writes a response once per content block: the copies meet here first.
+            folded = self.folded
+            if row[0] in folded.rows:
+                folded.add_row(row)
+            else:
+                folded.rows[row[0]] = row
 
-    def entry(self, document: dict, path: str, offset: int) -> UsageEvent | None:
+    def entry(self, document: dict, path: str, offset: int) -> tuple | None:
+        """The insert row (``clown.usage.store`` order) of a decoded line, or None when it does not count."""
         get = document.get
-        session = get("sessionId")
         message = get("message")
-        timestamp = get("timestamp")
-        request_id = get("requestId")
-        version = get("version")
-        if type(message) is not dict:
+        if type(message) is dict:
+            timestamp = get("timestamp")
+            request_id = get("requestId")
+            version = get("version")
+        else:
             data = get("data")
             if type(data) is not dict:
                 return None
@@ -440,12 +455,13 @@ class ClaudeImporter(Importer):
         input_tokens, output_tokens = usage.get("input_tokens"), usage.get("output_tokens")
         if type(input_tokens) is not int or input_tokens < 0 or type(output_tokens) is not int or output_tokens < 0:
             return None
-        if type(version) is str:
+        if version is not None and type(version) is str:
             good = self._versions.get(version)
             if good is None:
                 good = self._versions[version] = _SEMVER_PREFIX.match(version) is not None
             if not good:
                 return None
+        session = get("sessionId")
         message_id, model = message.get("id"), message.get("model")
         if (session is not None and (type(session) is not str or not session)) \
                 or (request_id is not None and (type(request_id) is not str or not request_id)) \
@@ -466,8 +482,9 @@ class ClaudeImporter(Importer):
         cache_read = usage.get("cache_read_input_tokens")
         if type(cache_read) is not int or cache_read < 0:
             cache_read = 0
-        model = model or ""
-        if model and model != "<synthetic>" and usage.get("speed") == "fast":
+        if model is None:
+            model = ""
+        elif model != "<synthetic>" and usage.get("speed") == "fast":
             model += "-fast"
         session = session or self._path_session
         if message_id and request_id:
@@ -481,13 +498,13 @@ class ClaudeImporter(Importer):
         if hour != self._last_hour:
             self._last_hour = hour
             self.hours_seen.add(hour)
-        rates = self._rates.get(model)
-        if rates is None:
+        rates = self._rates.get(model, False)
+        if rates is False:
             rates = self._rates[model] = self.rates(model)
         cost = (input_tokens * rates[0] + output_tokens * rates[1] + cache_creation * rates[2]
-                + cache_read * rates[3]) / PER_TOKENS if rates else 0.0
-        return UsageEvent(key, "claude", at, model, self.profile, "claude", "", session, input_tokens, output_tokens,
-                          cache_creation, cache_read, cost, request_id, message_id)
+                + cache_read * rates[3]) / rates[4] if rates else 0.0
+        return (key, "claude", self.profile, "claude", "", model, session, input_tokens, output_tokens,
+                cache_creation, cache_read, cost, request_id, message_id, at)
 
     # -- stats-cache.json --------------------------------------------------------------------
 
@@ -530,9 +547,7 @@ class ClaudeImporter(Importer):
                     cache_creation_input_tokens=tokens[2], cache_read_input_tokens=tokens[3],
                     cost=self.cost(str(model), tokens)))
         with store.transaction(self.conn):
-            for start in range(0, len(stale), 500):
-                chunk = stale[start:start + 500]
-                delete_events(self.conn, f"dedup_key IN ({','.join('?' * len(chunk))})", tuple(chunk))
+            delete_keys(self.conn, stale)
             record_events(self.conn, events, in_transaction=True)
         return sum(e.input_tokens for e in events), sum(e.output_tokens for e in events)
 
@@ -635,7 +650,7 @@ class CodexImporter(Importer):
         input_all, cached, cache_write, output = delta
         tokens = (max(0, input_all - cached), output, cache_write, cached)
         self.found += 1
-        self.pending.append(UsageEvent(
+        self.folded.add(UsageEvent(
             dedup_key=f"codex:{state['session']}:{timestamp}:{sum(total)}", source="codex", at=at, model=model,
             profile=self.profile, agent="codex", session=state["session"], input_tokens=tokens[0],
             output_tokens=tokens[1], cache_creation_input_tokens=tokens[2], cache_read_input_tokens=tokens[3],
@@ -671,10 +686,10 @@ def run_import(home: Home, kind: str, directory: str, timezone: str | None, prog
     conn.execute("PRAGMA cache_size = -65536")
     conn.execute("PRAGMA temp_store = MEMORY")
     try:
+        hash_unhashed_keys(conn)        # rows stored before the store hashed keys (once)
         tz = periods.zone(timezone)
-        table = current_table(home.root)
         importer_class = ClaudeImporter if kind == "claude" else CodexImporter
-        importer = importer_class(conn, tz, table, profile_of_dir(home, directory), progress)
+        importer = importer_class(conn, tz, None, profile_of_dir(home, directory), progress, home_root=home.root)
         started = time.monotonic()
         importer.run(directory)
         stats_input = stats_output = 0

@@ -13,8 +13,15 @@ Key rules (shared by the proxy and the importers so that they meet):
 - ``<message id>:<request id>`` when both are known (ccusage's key: the Anthropic
   ``msg_…`` id and the ``request-id`` response header Claude Code stores as ``requestId``);
 - otherwise a key local to the source (see ``clown.usage.imports``).
+
+The unique index is on ``key_hash(dedup_key)``, a 64-bit integer (an import inserts
+hundreds of thousands of keys; a text index cost most of each insert). A stored row's
+key is still compared in full: a row whose hash another key holds already is stored with
+``key_hash`` NULL, as are rows from before the hash existed (``hash_unhashed_keys`` gives
+them theirs), and those are found by ``dedup_key`` through a partial unique index.
 """
 
+import hashlib
 import sqlite3
 from dataclasses import dataclass
 
@@ -55,14 +62,22 @@ def usage_key(message_id: str | None, request_id: str | None) -> str | None:
     return None
 
 
+def key_hash(dedup_key: str) -> int:
+    """The signed 64-bit hash of a dedup key the store indexes (the same in every process)."""
+    return int.from_bytes(hashlib.blake2b(dedup_key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
 def bucket_of(at: float, size: int = QUARTER_SECS) -> int:
     return int(at // size) * size
 
 
 _INSERT = (
     "INSERT INTO usage_events (dedup_key, source, profile, agent, provider, model, session, input_tokens,"
-    " output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost, request_id, message_id, at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(dedup_key) DO NOTHING")
+    " output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost, request_id, message_id, at,"
+    " key_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_UNHASHED = " FROM usage_events INDEXED BY usage_events_unhashed_key WHERE key_hash IS NULL AND dedup_key"
+_STORED_COLUMNS = ("SELECT dedup_key, id, profile, agent, provider, model, session, input_tokens, output_tokens,"
+                   " cache_creation_input_tokens, cache_read_input_tokens, at")
 _ROLLUP = (
     "INSERT INTO {table} (bucket, profile, model, input_tokens, output_tokens, cache_creation_input_tokens,"
     " cache_read_input_tokens, events, last_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -120,6 +135,62 @@ class _RollupBatch:
                         row[1] = at
                     row[2] += events
 
+    @classmethod
+    def of_rows(cls, rows) -> "_RollupBatch":
+        """The rollups of insert rows all counted as new: summed per quarter, the hours and the
+        sessions then summed from the quarters and the per-model sessions (fewer dict updates)."""
+        batch = cls()
+        quarters = batch.rows[QUARTER_SECS]
+        session_models = batch.session_models
+        for row in rows:
+            at = row[14]
+            key = (int(at // QUARTER_SECS) * QUARTER_SECS, row[2], row[5])
+            total = quarters.get(key)
+            if total is None:
+                quarters[key] = [row[7], row[8], row[9], row[10], 1, at]
+            else:
+                total[0] += row[7]
+                total[1] += row[8]
+                total[2] += row[9]
+                total[3] += row[10]
+                total[4] += 1
+                if at > total[5]:
+                    total[5] = at
+            if row[6]:
+                key = (row[2], row[6], row[5])
+                span = session_models.get(key)
+                if span is None:
+                    session_models[key] = [at, at, 1]
+                else:
+                    if at < span[0]:
+                        span[0] = at
+                    elif at > span[1]:
+                        span[1] = at
+                    span[2] += 1
+        hours = batch.rows[HOUR_SECS]
+        for (bucket, profile, model), values in quarters.items():
+            key = (bucket // HOUR_SECS * HOUR_SECS, profile, model)
+            total = hours.get(key)
+            if total is None:
+                hours[key] = values[:]
+            else:
+                for index in range(5):
+                    total[index] += values[index]
+                if values[5] > total[5]:
+                    total[5] = values[5]
+        sessions = batch.sessions
+        for (profile, session, _model), values in session_models.items():
+            span = sessions.get((profile, session))
+            if span is None:
+                sessions[(profile, session)] = values[:]
+            else:
+                if values[0] < span[0]:
+                    span[0] = values[0]
+                if values[1] > span[1]:
+                    span[1] = values[1]
+                span[2] += values[2]
+        return batch
+
     def write(self, conn: sqlite3.Connection) -> None:
         for size, rows in self.rows.items():
             if rows:
@@ -144,14 +215,17 @@ def _tokens(event: UsageEvent) -> tuple:
 
 def record_event(conn: sqlite3.Connection, event: UsageEvent) -> int:
     """``record_events(conn, [event])`` with the fewest statements (the proxy's path, one per response):
-    a new key is one INSERT and four rollup upserts in one transaction."""
+    a new key is a lookup among the unhashed keys, one INSERT and four rollup upserts in one transaction."""
     tokens = (event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
               event.cache_read_input_tokens)
     with store.transaction(conn):
-        cursor = conn.execute(_INSERT, (
-            event.dedup_key, event.source, event.profile, event.agent, event.provider, event.model, event.session,
-            *tokens, event.cost, event.request_id, event.message_id, event.at))
-        if cursor.rowcount != 1:        # a known key: the general rule (the copy with more tokens wins)
+        cursor = None
+        if conn.execute("SELECT 1" + _UNHASHED + " = ?", (event.dedup_key,)).fetchone() is None:
+            cursor = conn.execute(_INSERT, (
+                event.dedup_key, event.source, event.profile, event.agent, event.provider, event.model, event.session,
+                *tokens, event.cost, event.request_id, event.message_id, event.at, key_hash(event.dedup_key)))
+        if cursor is None or cursor.rowcount != 1:
+            # a known key (or a hash another key holds): the general rule (the copy with more tokens wins)
             folded = FoldedBatch()
             folded.add(event)
             return write_folded(conn, folded, folded.rollup())
@@ -183,78 +257,82 @@ _UPDATE = ("UPDATE usage_events SET profile = ?, agent = ?, provider = ?, model 
            " WHERE id = ?")
 
 
-def _merged(old: UsageEvent, new: UsageEvent) -> UsageEvent:
-    """``new`` replacing ``old`` (same key, more tokens): keeps old's labels where new has none."""
-    if old.profile and not new.profile or old.agent and not new.agent or old.provider and not new.provider \
-            or old.session and not new.session or old.model and not new.model:
-        new = UsageEvent(
-            dedup_key=new.dedup_key, source=new.source, at=new.at, model=new.model or old.model,
-            profile=old.profile or new.profile, agent=old.agent or new.agent, provider=old.provider or new.provider,
-            session=old.session or new.session, input_tokens=new.input_tokens, output_tokens=new.output_tokens,
-            cache_creation_input_tokens=new.cache_creation_input_tokens,
-            cache_read_input_tokens=new.cache_read_input_tokens, cost=new.cost, request_id=new.request_id,
-            message_id=new.message_id)
+# A row is ``_INSERT``'s parameters but the hash: (dedup_key, source, profile, agent, provider,
+# model, session, input, output, cache write, cache read, cost, request_id, message_id, at).
+
+
+def row_of(event: UsageEvent) -> tuple:
+    """``event`` as an insert row."""
+    return (event.dedup_key, event.source, event.profile, event.agent, event.provider, event.model, event.session,
+            event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
+            event.cache_read_input_tokens, event.cost, event.request_id, event.message_id, event.at)
+
+
+def _hash_of(row: tuple) -> int:
+    return row[15]
+
+
+def _row_total(row: tuple) -> int:
+    return row[7] + row[8] + row[9] + row[10]
+
+
+def _merged(old: tuple, new: tuple) -> tuple:
+    """Row ``new`` replacing ``old`` (same key, more tokens): keeps old's labels where new has none."""
+    if old[2] and not new[2] or old[3] and not new[3] or old[4] and not new[4] or old[6] and not new[6] \
+            or old[5] and not new[5]:
+        new = (new[0], new[1], new[2] or old[2], new[3] or old[3], new[4] or old[4], new[5] or old[5],
+               new[6] or old[6], *new[7:])
     return new
 
 
 class FoldedBatch:
-    """Events folded per key (the copy with more tokens wins) with their rollups summed as if all were new.
+    """Rows folded per key (the copy with more tokens wins) with their rollups summed as if all were new.
 
-    Built wherever the events are parsed (an import's parser processes build them, so the
-    writer does not); ``write_folded`` then corrects the few that were not new.
+    Built wherever the events are parsed (an import's parser processes build them and hash
+    their keys, so the writer does not); ``write_folded`` then corrects the few that were not
+    new. Pickles as its plain insert rows (cheap to send between processes).
     """
 
     def __init__(self):
-        self._events: dict[str, UsageEvent] | None = {}
-        self._rows: list | None = None
+        self.rows: dict[str, tuple] = {}
         self.replaced = 0
+        self._insert_rows: list | None = None
 
-    # Sent between processes as plain insert rows: much cheaper to pickle than the objects.
     def __getstate__(self):
-        return {"rows": self.insert_rows(), "replaced": self.replaced}
+        return {"insert_rows": self.insert_rows(), "replaced": self.replaced}
 
     def __setstate__(self, state):
+        self._insert_rows = state["insert_rows"]
         self.replaced = state["replaced"]
-        self._rows = state["rows"]
-        self._events = None
-
-    @property
-    def events(self) -> dict:
-        if self._events is None:
-            self._events = {row[0]: UsageEvent(row[0], row[1], row[14], row[5], row[2], row[3], row[4], row[6],
-                                               row[7], row[8], row[9], row[10], row[11], row[12], row[13])
-                            for row in self._rows}
-        return self._events
+        self.rows = {row[0]: row for row in self._insert_rows}
 
     def __len__(self) -> int:
-        return len(self._rows) if self._events is None else len(self._events)
+        return len(self.rows)
 
     def insert_rows(self) -> list:
-        """``_INSERT``'s parameters, one tuple per event."""
-        if self._rows is None:
-            self._rows = [(key, e.source, e.profile, e.agent, e.provider, e.model, e.session, e.input_tokens,
-                           e.output_tokens, e.cache_creation_input_tokens, e.cache_read_input_tokens, e.cost,
-                           e.request_id, e.message_id, e.at) for key, e in self._events.items()]
-        return self._rows
+        """``_INSERT``'s parameters, one tuple per key, in the order of their hashes (neighbours in
+        the index: an insert finds its page in the CPU's cache more often)."""
+        if self._insert_rows is None:
+            hashed = [(*row, key_hash(key)) for key, row in self.rows.items()]
+            hashed.sort(key=_hash_of)
+            self._insert_rows = hashed
+        return self._insert_rows
 
     def add(self, event: UsageEvent) -> None:
-        self._rows = None
-        events = self._events
-        seen = events.get(event.dedup_key)
+        self.add_row(row_of(event))
+
+    def add_row(self, row: tuple) -> None:
+        self._insert_rows = None
+        rows = self.rows
+        seen = rows.get(row[0])
         if seen is None:
-            events[event.dedup_key] = event
-        elif event.total > seen.total:
-            events[event.dedup_key] = _merged(seen, event)
+            rows[row[0]] = row
+        elif _row_total(row) > _row_total(seen):
+            rows[row[0]] = _merged(seen, row)
             self.replaced += 1      # as a second write of the key would have replaced the first
 
     def rollup(self) -> "_RollupBatch":
-        batch = _RollupBatch()
-        add = batch.add
-        for event in self.events.values():
-            add(event.profile, event.model, event.session, event.at,
-                (event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
-                 event.cache_read_input_tokens), 1)
-        return batch
+        return _RollupBatch.of_rows(self.rows.values())
 
 
 def _record(conn: sqlite3.Connection, events) -> int:
@@ -267,56 +345,103 @@ def _record(conn: sqlite3.Connection, events) -> int:
 def write_folded(conn: sqlite3.Connection, folded: FoldedBatch, rollup: "_RollupBatch") -> int:
     """Store a folded batch (caller holds the transaction); ``rollup`` counts every event as new.
 
-    All rows are inserted with ``ON CONFLICT DO NOTHING``; only when some keys were already
-    stored are those looked up (rows whose id predates this batch): they are left out of the
-    rollups, and replaced (rollups moved by the difference) where the new copy has more tokens.
+    All rows are inserted with ``ON CONFLICT DO NOTHING`` (keys found among the unhashed rows
+    are left out first); only when a hash was taken already are those rows looked up: a key
+    stored before is left out of the rollups, and replaced (rollups moved by the difference)
+    where the new copy has more tokens; another key's hash means the row goes in unhashed.
     """
     count = len(folded)
     if not count:
         return 0
+    rows = folded.insert_rows()
     max_before = conn.execute("SELECT COALESCE(MAX(id), 0) FROM usage_events").fetchone()[0]
+    existing = {}       # dedup_key -> the stored row (_STORED_COLUMNS)
+    if conn.execute("SELECT EXISTS (SELECT 1 FROM usage_events WHERE key_hash IS NULL)").fetchone()[0]:
+        for chunk in _chunks([row[0] for row in rows]):
+            for stored in conn.execute(_STORED_COLUMNS + _UNHASHED + f" IN ({','.join('?' * len(chunk))})", chunk):
+                existing[stored[0]] = stored
+        if existing:
+            rows = [row for row in rows if row[0] not in existing]
     changes_before = conn.total_changes
-    conn.executemany(_INSERT, folded.insert_rows())
+    conn.executemany(_INSERT, rows)
     inserted = conn.total_changes - changes_before
+    if inserted < len(rows):
+        collided = []
+        for chunk in _chunks(rows):
+            by_hash = {stored[12]: stored for stored in conn.execute(
+                _STORED_COLUMNS + ", key_hash FROM usage_events"
+                f" WHERE key_hash IN ({','.join('?' * len(chunk))})", [row[15] for row in chunk])}
+            for row in chunk:
+                stored = by_hash[row[15]]
+                if stored[0] != row[0]:
+                    collided.append(row)
+                elif stored[1] <= max_before:
+                    existing[row[0]] = stored
+        for row in collided:
+            inserted += conn.execute(_INSERT, (*row[:15], None)).rowcount
     updates = []
-    if inserted < count:
-        events = folded.events
+    if existing:
         # Some keys were stored already: sum the rollups again without them (a copy that is not
         # counted must not stretch a bucket's last use or a session's span either).
         rollup = _RollupBatch()
         add = rollup.add
-        keys = list(events)
-        existing = {}
-        for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = keys[start:start + _LOOKUP_CHUNK]
-            stored = conn.execute(
-                "SELECT dedup_key, id, profile, agent, provider, model, session, input_tokens, output_tokens,"
-                " cache_creation_input_tokens, cache_read_input_tokens, at FROM usage_events"
-                f" WHERE id <= ? AND dedup_key IN ({','.join('?' * len(chunk))})", (max_before, *chunk)).fetchall()
-            for row in stored:
-                existing[row[0]] = row
-        for key, event in events.items():
-            tokens = (event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
-                      event.cache_read_input_tokens)
+        for key, event in folded.rows.items():
+            tokens = event[7:11]
             row = existing.get(key)
             if row is None:
-                add(event.profile, event.model, event.session, event.at, tokens, 1)
+                add(event[2], event[5], event[6], event[14], tokens, 1)
                 continue
             _, row_id, profile, agent, provider, model, session, *rest = row
             old_tokens, old_at = rest[:4], rest[4]
             if sum(tokens) <= sum(old_tokens):
                 continue
-            new_profile = profile or event.profile
-            new_session = session or event.session
-            new_model = event.model or model
-            updates.append((new_profile, agent or event.agent, provider or event.provider, new_model, new_session,
-                            *tokens, event.cost, event.at, row_id))
+            new_profile = profile or event[2]
+            new_session = session or event[6]
+            new_model = event[5] or model
+            updates.append((new_profile, agent or event[3], provider or event[4], new_model, new_session,
+                            *tokens, event[11], event[14], row_id))
             add(profile, model, session, old_at, tuple(-n for n in old_tokens), -1)
-            add(new_profile, new_model, new_session, event.at, tokens, 1)
+            add(new_profile, new_model, new_session, event[14], tokens, 1)
     if updates:
         conn.executemany(_UPDATE, updates)
     rollup.write(conn)
     return folded.replaced + inserted + len(updates)
+
+
+def _chunks(items: list):
+    for start in range(0, len(items), _LOOKUP_CHUNK):
+        yield items[start:start + _LOOKUP_CHUNK]
+
+
+def hash_unhashed_keys(conn: sqlite3.Connection, batch: int = 20000) -> int:
+    """Give rows stored without ``key_hash`` (before it existed) theirs, where no other key holds it.
+
+    Returns how many got one. A transaction per ``batch`` rows, so that the proxies' writes
+    never wait long behind it.
+    """
+    hashed = last_id = 0
+    while True:
+        with store.transaction(conn):
+            rows = conn.execute("SELECT id, dedup_key FROM usage_events WHERE key_hash IS NULL AND id > ?"
+                                " ORDER BY id LIMIT ?", (last_id, batch)).fetchall()
+            if not rows:
+                return hashed
+            before = conn.total_changes
+            conn.executemany("UPDATE OR IGNORE usage_events SET key_hash = ? WHERE id = ?",
+                             [(key_hash(key), row_id) for row_id, key in rows])
+            hashed += conn.total_changes - before
+            last_id = rows[-1][0]
+
+
+def delete_keys(conn: sqlite3.Connection, keys: list[str]) -> int:
+    """``delete_events`` of the rows with these dedup keys, found through the indexes (caller holds the transaction)."""
+    deleted = 0
+    for chunk in _chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        deleted += delete_events(conn, f"(key_hash IN ({marks}) AND dedup_key IN ({marks}))"
+                                       f" OR (key_hash IS NULL AND dedup_key IN ({marks}))",
+                                 (*[key_hash(key) for key in chunk], *chunk, *chunk))
+    return deleted
 
 
 def delete_events(conn: sqlite3.Connection, where: str, params: tuple = ()) -> int:

@@ -7,7 +7,8 @@ from clown import store
 from clown.catalog.pricing import Price
 from clown.usage import periods
 from clown.usage.report import build_report
-from clown.usage.store import UsageEvent, record_events
+from clown.usage import store as usage_store
+from clown.usage.store import UsageEvent, delete_keys, record_event, record_events
 
 UTC = zoneinfo.ZoneInfo("UTC")
 TABLE = {"claude-sonnet-4-5": Price(input=3.0, output=15.0, cache_write=3.75, cache_read=0.30)}
@@ -117,3 +118,62 @@ def test_days_are_local_dates_across_dst_changes_and_half_hour_zones(conn, zone_
     for moment in local_times:
         expected[moment.date().isoformat()] = expected.get(moment.date().isoformat(), 0) + 1
     assert {day: entry["tokens"]["output_tokens"] for day, entry in report["aggregates"]["by_day"].items()} == expected
+
+
+def totals(conn) -> tuple:
+    return tuple(conn.execute("SELECT SUM(output_tokens), SUM(events) FROM usage_rollup_hour").fetchone())
+
+
+@pytest.fixture
+def colliding(monkeypatch):
+    """Every key hashes alike: the store must still tell keys apart by their text."""
+    monkeypatch.setattr(usage_store, "key_hash", lambda key: 42)
+
+
+def test_keys_sharing_a_hash_are_different_keys(conn, colliding):
+    assert record_events(conn, [event("a", NOW), event("b", NOW)]) == 2
+    assert record_event(conn, event("c", NOW)) == 1
+    assert record_events(conn, [event("a", NOW), event("b", NOW)]) == 0
+    assert record_event(conn, event("c", NOW)) == 0
+    assert record_events(conn, [event("b", NOW, output_tokens=50)]) == 1      # more tokens: replaces
+    assert totals(conn) == (10 + 50 + 10, 3)
+    rows = conn.execute("SELECT dedup_key, key_hash, output_tokens FROM usage_events ORDER BY dedup_key").fetchall()
+    assert [tuple(row) for row in rows] == [("a", 42, 10), ("b", None, 50), ("c", None, 10)]
+    with store.transaction(conn):
+        assert delete_keys(conn, ["a", "c"]) == 2
+    assert totals(conn) == (50, 1)
+
+
+def test_rows_from_before_the_hash_count_once_then_get_their_hash(tmp_path):
+    path = str(tmp_path / "old.db")
+    old = store.connect(path)
+    with store.transaction(old):
+        for _number, _name, sql in store.migrations()[:3]:
+            for statement in store._statements(sql):
+                old.execute(statement)
+        old.execute("PRAGMA user_version = 3")
+        old.execute("INSERT INTO usage_events (dedup_key, source, profile, model, session, input_tokens, output_tokens, at)"
+                    " VALUES ('m1:r1', 'proxy', 'work', 'claude-sonnet-4-5', 's1', 100, 10, ?)",
+                    (NOW,))
+        old.execute("INSERT INTO usage_rollup_hour (bucket, profile, model, input_tokens, output_tokens, events, last_at)"
+                    " VALUES (?, 'work', 'claude-sonnet-4-5', 100, 10, 1, ?)", (int(NOW // 3600) * 3600, NOW))
+    old.close()
+    conn = store.open_store(path)
+    try:
+        assert conn.execute("SELECT dedup_key, key_hash FROM usage_events").fetchall()[0][1] is None
+        assert record_event(conn, event("m1:r1", NOW)) == 0
+        assert record_events(conn, [event("m1:r1", NOW), event("m2:r2", NOW)]) == 1
+        assert totals(conn) == (20, 2)
+        assert usage_store.hash_unhashed_keys(conn) == 1
+        assert conn.execute("SELECT key_hash FROM usage_events WHERE dedup_key = 'm1:r1'").fetchone()[0] \
+            == usage_store.key_hash("m1:r1")
+        assert record_events(conn, [event("m1:r1", NOW, output_tokens=15)]) == 1
+        assert totals(conn) == (25, 2)
+    finally:
+        conn.close()
+
+
+def test_key_hashes_are_stable_signed_64_bit_integers():
+    assert usage_store.key_hash("msg_01:req_01") == usage_store.key_hash("msg_01:req_01")
+    assert usage_store.key_hash("msg_01:req_01") != usage_store.key_hash("msg_01:req_02")
+    assert all(-(1 << 63) <= usage_store.key_hash(f"k{n}") < (1 << 63) for n in range(1000))
