@@ -27,7 +27,9 @@ MAX_RESPONSE_HEAD_BYTES = 256 * 1024
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rf"({_TOKEN}) (/[!-~]*) (HTTP/\d\.\d)")
-_HEADER_LINE = re.compile(rf"({_TOKEN}):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*")
+_HEADER_BLOCK = re.compile(rf"(?:{_TOKEN}:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+_TRAILER_LINE = re.compile(rf"{_TOKEN}:[^\x00-\x08\x0a-\x1f\x7f]*".encode())
+_FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?")
 _STATUS_LINE = re.compile(r"HTTP/1\.[01] (\d{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 
@@ -65,49 +67,47 @@ class RequestHead:
         return self.fields.get(name)
 
 
-def _split_lines(head: bytes, limit_message: str) -> list[str]:
-    """The head's lines (decoded as latin-1): CRLF ends only, no bare CR or LF, no NUL."""
-    text = head.decode("latin-1")
-    lines = text.split("\r\n")
-    for line in lines:
-        if "\n" in line or "\r" in line or "\x00" in line:
-            raise HTTPError(400, f"clown proxy: {limit_message} has a bare CR, LF or NUL")
-    return lines
-
-
 def parse_request_head(head: bytes, max_body: int) -> RequestHead:
     """Parse a request head (without its final blank line). Raises HTTPError."""
-    lines = _split_lines(head, "the request head")
-    match = _REQUEST_LINE.fullmatch(lines[0])
+    text = head.decode("latin-1")
+    line_end = text.find("\r\n")
+    match = _REQUEST_LINE.fullmatch(text if line_end < 0 else text[:line_end])
     if match is None:
         raise HTTPError(400, "clown proxy: malformed request line")
     method, target, version = match.groups()
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise HTTPError(505, f"clown proxy: {version} is not supported")
-    if len(lines) - 1 > MAX_HEADERS:
-        raise HTTPError(431, f"clown proxy: more than {MAX_HEADERS} header fields")
     headers = []
     fields: dict[str, str] = {}
     lengths: list[str] = []
     codings: list[str] = []
     hosts = 0
-    for line in lines[1:]:
-        match = _HEADER_LINE.fullmatch(line)
-        if match is None:
+    if line_end >= 0:
+        block = text[line_end + 2:] + "\r\n"
+        # One match checks every line: a token, a colon, no control character (so no bare CR or
+        # LF, no NUL), CRLF ends; a line starting with whitespace (obs-fold) fails the token.
+        if _HEADER_BLOCK.fullmatch(block) is None:
             raise HTTPError(400, "clown proxy: malformed header line")
-        name, value = match.groups()
-        headers.append((name, value))
-        lowered = name.lower()
-        if lowered in fields:
-            fields[lowered] = fields[lowered] + ", " + value
-        else:
-            fields[lowered] = value
-        if lowered == "content-length":
-            lengths.append(value)
-        elif lowered == "transfer-encoding":
-            codings.append(value)
-        elif lowered == "host":
-            hosts += 1
+        lines = block.split("\r\n")
+        lines.pop()
+        if len(lines) > MAX_HEADERS:
+            raise HTTPError(431, f"clown proxy: more than {MAX_HEADERS} header fields")
+        for line in lines:
+            name, _, value = line.partition(":")
+            value = value.strip(" \t")
+            headers.append((name, value))
+            lowered = name.lower()
+            if lowered in fields:
+                fields[lowered] = fields[lowered] + ", " + value
+            else:
+                fields[lowered] = value
+            if lowered in _FRAMING:
+                if lowered == "content-length":
+                    lengths.append(value)
+                elif lowered == "transfer-encoding":
+                    codings.append(value)
+                else:
+                    hosts += 1
     if method not in METHODS:
         raise HTTPError(405, f"clown proxy: method {method} is not allowed")
     if version == "HTTP/1.1" and hosts != 1:
@@ -210,7 +210,7 @@ class RequestReader:
                         self.buffer = buffer[end + 2:]
                         self._parts, self._received, self._in_trailers = [], 0, False
                         return body
-                    if end - pos > MAX_TRAILER_BYTES or b"\n" in buffer[pos:end] or b"\r" in buffer[pos:end]:
+                    if end - pos > MAX_TRAILER_BYTES or _TRAILER_LINE.fullmatch(buffer, pos, end) is None:
                         raise HTTPError(400, "clown proxy: malformed chunked trailer")
                     pos = end + 2
             end = buffer.find(b"\r\n", pos)
@@ -270,6 +270,7 @@ class ResponseReader:
         self.status = 0
         self.reason = ""
         self.headers: list = []
+        self.fields: dict = {}       # lower-cased name -> value (repeats joined with ", ")
         self.framing = BODY_NONE
         self.remaining = 0          # BODY_LENGTH: bytes left; BODY_CHUNKED: bytes left in this chunk
         self.ended = False
@@ -277,11 +278,8 @@ class ResponseReader:
         self._chunk_state = 0       # 0 size line, 1 data, 2 CRLF after data, 3 trailers
 
     def header(self, name: str) -> str | None:
-        name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        """The value of header ``name`` (lower case)."""
+        return self.fields.get(name)
 
     @property
     def reusable(self) -> bool:
@@ -308,31 +306,35 @@ class ResponseReader:
                     raise UpstreamProtocolError("switched protocols, which the proxy never asks for")
                 continue
             headers = []
+            fields = {}
             for line in lines[1:]:
                 name, colon, value = line.partition(":")
                 if not colon or not name or name != name.strip() or "\n" in line or "\x00" in line:
                     raise UpstreamProtocolError(f"sent a malformed header line: {line[:80]!r}")
-                headers.append((name, value.strip(" \t")))
-            self.status, self.reason, self.headers = status, match.group(2) or "", headers
+                value = value.strip(" \t")
+                headers.append((name, value))
+                lowered = name.lower()
+                fields[lowered] = fields[lowered] + ", " + value if lowered in fields else value
+            self.status, self.reason, self.headers, self.fields = status, match.group(2) or "", headers, fields
             self.buffer = buffer
             self._frame()
             return True
 
     def _frame(self) -> None:
-        connection = (self.header("Connection") or "").lower()
+        connection = (self.header("connection") or "").lower()
         self.close_after = "close" in connection
         if self.method == "HEAD" or self.status in (204, 304):
             self.framing = BODY_NONE
             self.ended = True
             return
-        coding = self.header("Transfer-Encoding")
+        coding = self.header("transfer-encoding")
         if coding is not None:
             if coding.split(",")[-1].strip().lower() == "chunked":
                 self.framing = BODY_CHUNKED
             else:
                 self.framing = BODY_UNTIL_CLOSE
             return
-        length = self.header("Content-Length")
+        length = self.header("content-length")
         if length is not None:
             values = {value.strip() for value in length.split(",")}
             value = values.pop() if len(values) == 1 else ""

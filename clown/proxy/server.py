@@ -31,7 +31,7 @@ from http import HTTPStatus
 
 from clown.proxy.http import (BODY_LENGTH, BODY_NONE, BODY_UNTIL_CLOSE, HTTPError, RequestHead, RequestReader,
                               ResponseReader, UpstreamProtocolError)
-from clown.proxy.upstream import UpstreamConnection, UpstreamError
+from clown.proxy.upstream import RECEIVE_BUFFER, UpstreamConnection, UpstreamError
 from clown.usage.meter import API_CHAT, ResponseMeter, api_of_path
 from clown.usage.store import UsageEvent, usage_key
 
@@ -107,7 +107,7 @@ class ProxyServer:
             connection.transport.abort()
 
 
-class AgentConnection(asyncio.Protocol):
+class AgentConnection(asyncio.BufferedProtocol):
     """One agent's connection: reads its requests one at a time and serves each as an Exchange."""
 
     def __init__(self, server: ProxyServer):
@@ -129,6 +129,12 @@ class AgentConnection(asyncio.Protocol):
         self.transport = transport
         self.server.connections.add(self)
         no_delay(transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return RECEIVE_BUFFER
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(RECEIVE_BUFFER[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
@@ -365,10 +371,10 @@ class Exchange:
         response = self.response
         status = response.status
         if self.api is not None and 200 <= status < 300:
-            content_type = (response.header("Content-Type") or "").lower()
+            content_type = (response.header("content-type") or "").lower()
             self.meter = ResponseMeter(self.api, content_type.startswith("text/event-stream"))
         listed = ()
-        connection = response.header("Connection")
+        connection = response.header("connection")
         if connection:
             listed = {token.strip().lower() for token in connection.split(",")}
         lines = [f"HTTP/1.1 {status} {response.reason}"]
@@ -381,7 +387,7 @@ class Exchange:
         if framing == BODY_LENGTH:
             lines.append(f"Content-Length: {response.remaining}")
         elif framing == BODY_NONE:
-            length = response.header("Content-Length")
+            length = response.header("content-length")
             if length is not None and self.head.method == "HEAD":
                 lines.append(f"Content-Length: {length}")
         elif self.head.version == "HTTP/1.1":
@@ -423,15 +429,17 @@ class Exchange:
         self.head_sent = True
         transport = self.agent.transport
         if event is not None and data:
-            if len(data) > 1:     # the agent reads the answer while the row commits
-                transport.write(data[:-1])
+            # Commit, then write: writing all but the last byte first (so the agent reads while the
+            # row commits) measured no faster here, and costs a second send.
             commit = self.proxy.meterer.commit(event)
             if commit is not None:
+                if len(data) > 1:
+                    transport.write(data[:-1])
                 self.held = (data[-1:], ended)
                 self.upstream.pause_reading()
                 commit.add_done_callback(self._committed)
                 return
-            transport.write(data[-1:])
+            transport.write(data)
         else:
             if event is not None:
                 self.proxy.meterer.commit(event)

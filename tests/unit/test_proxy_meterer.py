@@ -56,3 +56,54 @@ def test_a_failed_commit_fails_every_future_of_its_batch(tmp_path):
     finally:
         meterer.close()
     assert all(isinstance(result, sqlite3.Error) for result in results)
+
+
+def make_home(tmp_path) -> Home:
+    home = Home(str(tmp_path / "home"))
+    home.ensure()
+    store.open_store(home.db).close()
+    return home
+
+
+def rows(home: Home) -> int:
+    conn = sqlite3.connect(home.db)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM usage_events").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_commit_is_done_inline_when_the_store_is_free(tmp_path):
+    home = make_home(tmp_path)
+    meterer = Meterer(home, {}, 1)
+
+    async def main():
+        return meterer.commit(event("inline:r"))
+
+    try:
+        assert asyncio.run(main()) is None
+        assert rows(home) == 1      # committed when commit() returned
+    finally:
+        meterer.close()
+
+
+def test_commit_goes_to_the_writer_thread_while_another_writer_holds_the_store(tmp_path):
+    home = make_home(tmp_path)
+    meterer = Meterer(home, {}, 1)
+    blocker = sqlite3.connect(home.db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+
+    async def main():
+        future = meterer.commit(event("later:r"))
+        assert future is not None
+        await asyncio.sleep(0.3)
+        assert not future.done()        # waiting for the lock on the writer thread, the loop free
+        blocker.execute("COMMIT")
+        await asyncio.wait_for(future, 10)
+
+    try:
+        asyncio.run(main())
+        assert rows(home) == 1
+    finally:
+        blocker.close()
+        meterer.close()
