@@ -235,7 +235,6 @@ class Importer:
     def read_file(self, path: str, st, offset: int, state: dict) -> None:
         self.begin_file(path, state)
         position = offset
-        line_handler = self.line
         with open(path, "rb") as handle:
             handle.seek(offset)
             rest = b""
@@ -243,14 +242,13 @@ class Importer:
                 block = handle.read(READ_BLOCK)
                 if not block:
                     break
-                lines = (rest + block).split(b"\n")
-                rest = lines.pop()      # after the last newline: an incomplete line (or b"")
-                start = position
-                for line in lines:
-                    if line and not line.isspace():
-                        line_handler(line, path, position)
-                    position += len(line) + 1
-                self.done_bytes += position - start
+                data = rest + block
+                end = data.rfind(b"\n") + 1     # after it: an incomplete line (or nothing)
+                if end:
+                    self.read_lines(data, end, path, position)
+                    position += end
+                    self.done_bytes += end
+                rest = data[end:]
                 if len(self.folded) >= BATCH:
                     self.resume_points.append(self._resume_row(path, st, position, state))
                     self.flush()
@@ -259,6 +257,15 @@ class Importer:
         self.resume_points.append(self._resume_row(path, st, position, state))
         if len(self.folded) >= BATCH or len(self.resume_points) >= BATCH:
             self.flush()
+
+    def read_lines(self, data: bytes, end: int, path: str, position: int) -> None:
+        """Hand each line of ``data[:end]`` (whole lines; the file's ``position`` is at its start)
+        that is not blank to ``line``."""
+        line_handler = self.line
+        for line in data[:end].split(b"\n")[:-1]:
+            if line and not line.isspace():
+                line_handler(line, path, position)
+            position += len(line) + 1
 
     def _resume_row(self, path: str, st, position: int, state: dict | None) -> tuple:
         return (path, self.kind, st.st_size, st.st_mtime, position, json.dumps(state or {}), clock.utc_iso())
@@ -409,6 +416,10 @@ class ClaudeImporter(Importer):
                 if stripped[:1] != b"{" or stripped[-1:] != b"}":
                     self.malformed += 1
             return
+        self.usage_line(line, path, offset)
+
+    def usage_line(self, line: bytes, path: str, offset: int) -> None:
+        """A line holding ``"usage":{``: decoded, counted when it is an entry, folded into the batch."""
         try:
             document = _loads(line)
         except ValueError:
