@@ -7,8 +7,10 @@ direct, through a clown proxy worker (the real ``clown.workers.proxy``, usage me
 SQLite commits included), and through Debian's nginx as a plain reverse proxy
 (``proxy_buffering off`` so it streams). Measures sequential latency (p50/p99) of a
 non-streamed Messages call, throughput with N keep-alive clients, and the delay of the
-first streamed byte of an SSE response. Prints each number and the ratios clown/direct
-and clown/nginx.
+first streamed byte of an SSE response. The latency runs take turns between the paths in
+rounds (a burst of load from elsewhere on the machine falls on all paths alike). Prints
+each number, what clown and nginx add over direct, and the ratios clown/direct and
+clown/nginx. ``BENCH_STDERR=1`` shows the clown worker's log.
 """
 
 import argparse
@@ -129,20 +131,34 @@ def one_request(connection: http.client.HTTPConnection, stream: bool = False) ->
     return first_at, time.perf_counter() - began
 
 
-def latency(port: int, count: int, stream: bool = False) -> dict:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    for _ in range(20):
-        one_request(connection, stream)
-    firsts, totals = [], []
-    for _ in range(count):
-        first, total = one_request(connection, stream)
-        firsts.append(first)
-        totals.append(total)
-    connection.close()
-    totals.sort()
-    firsts.sort()
-    return {"p50_ms": statistics.median(totals) * 1000, "p99_ms": totals[int(len(totals) * 0.99) - 1] * 1000,
-            "first_byte_p50_ms": statistics.median(firsts) * 1000}
+ROUNDS = 10
+
+
+def latency(ports: dict, count: int, stream: bool = False) -> dict:
+    """Sequential calls on one keep-alive connection per path, the paths taking turns in rounds of
+    count/ROUNDS calls (so load from other processes on the machine falls on all of them alike)."""
+    connections = {name: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for name, port in ports.items()}
+    for connection in connections.values():
+        for _ in range(20):
+            one_request(connection, stream)
+    firsts = {name: [] for name in ports}
+    totals = {name: [] for name in ports}
+    names = list(ports)
+    for round_index in range(ROUNDS):
+        order = names[round_index % len(names):] + names[:round_index % len(names)]
+        for name in order:
+            for _ in range(max(1, count // ROUNDS)):
+                first, total = one_request(connections[name], stream)
+                firsts[name].append(first)
+                totals[name].append(total)
+    results = {}
+    for name, connection in connections.items():
+        connection.close()
+        ordered, first_ordered = sorted(totals[name]), sorted(firsts[name])
+        results[name] = {"p50_ms": statistics.median(ordered) * 1000,
+                         "p99_ms": ordered[int(len(ordered) * 0.99) - 1] * 1000,
+                         "first_byte_p50_ms": statistics.median(first_ordered) * 1000}
+    return results
 
 
 def throughput(port: int, count: int, concurrency: int) -> float:
@@ -180,18 +196,24 @@ def main() -> None:
             nginx, nginx_port = start_nginx(workdir, upstream_port)
             processes.append(nginx)
             targets["nginx"] = nginx_port
+        lat = latency(targets, args.requests)
+        sse = latency(targets, max(50, args.requests // 5), stream=True)
         results = {}
         for name, port in targets.items():
-            lat = latency(port, args.requests)
-            sse = latency(port, max(50, args.requests // 5), stream=True)
             rps = throughput(port, args.requests, args.concurrency)
-            results[name] = {"p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "req_per_s": rps,
-                             "sse_first_byte_ms": sse["first_byte_p50_ms"]}
-            print(f"{name:7s} p50 {lat['p50_ms']:7.2f} ms  p99 {lat['p99_ms']:7.2f} ms  "
-                  f"{rps:8.1f} req/s  first SSE byte p50 {sse['first_byte_p50_ms']:6.2f} ms", flush=True)
+            results[name] = {"p50_ms": lat[name]["p50_ms"], "p99_ms": lat[name]["p99_ms"], "req_per_s": rps,
+                             "sse_first_byte_ms": sse[name]["first_byte_p50_ms"]}
+            print(f"{name:7s} p50 {lat[name]['p50_ms']:7.2f} ms  p99 {lat[name]['p99_ms']:7.2f} ms  "
+                  f"{rps:8.1f} req/s  first SSE byte p50 {sse[name]['first_byte_p50_ms']:6.2f} ms", flush=True)
         direct, clown_result = results["direct"], results["clown"]
-        print(f"added latency clown vs direct: p50 +{clown_result['p50_ms'] - direct['p50_ms']:.2f} ms, "
-              f"p99 +{clown_result['p99_ms'] - direct['p99_ms']:.2f} ms")
+        print(f"added latency clown vs direct: p50 {clown_result['p50_ms'] - direct['p50_ms']:+.2f} ms, "
+              f"p99 {clown_result['p99_ms'] - direct['p99_ms']:+.2f} ms, "
+              f"first SSE byte {clown_result['sse_first_byte_ms'] - direct['sse_first_byte_ms']:+.2f} ms")
+        if "nginx" in results:
+            nginx = results["nginx"]
+            print(f"added latency nginx vs direct: p50 {nginx['p50_ms'] - direct['p50_ms']:+.2f} ms, "
+                  f"p99 {nginx['p99_ms'] - direct['p99_ms']:+.2f} ms, "
+                  f"first SSE byte {nginx['sse_first_byte_ms'] - direct['sse_first_byte_ms']:+.2f} ms")
         for peer in ("direct", "nginx"):
             if peer in results:
                 other = results[peer]
