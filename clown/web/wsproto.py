@@ -33,6 +33,11 @@ CLOSE_GRACE_SECS = 5.0
 # Outgoing bytes queued in the transport before the owner is told to stop producing.
 WRITE_HIGH = 1024 * 1024
 WRITE_LOW = 256 * 1024
+# Past this much unsent, the client is taking nothing while making us answer (pings, bad
+# control messages): the connection is dropped rather than buffered without end.
+MAX_BUFFERED = 8 * WRITE_HIGH
+# Fragments of one message, however small: a stream of empty continuations is refused.
+MAX_FRAGMENTS = 4096
 _SMALL = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LARGE = struct.Struct("!BBQ")
@@ -195,6 +200,9 @@ class ServerWebSocket(asyncio.Protocol):
         else:
             payload = data.encode("utf-8")
             self.transport.write(frame_header(TEXT, len(payload)) + payload)
+        if self.transport.get_write_buffer_size() > MAX_BUFFERED:
+            self.abort()
+            return False
         return True
 
     def buffered(self) -> int:
@@ -300,6 +308,8 @@ class ServerWebSocket(asyncio.Protocol):
         if opcode == PING:
             if not self.closing:
                 self.transport.write(frame_header(PONG, len(payload)) + payload)
+                if self.transport.get_write_buffer_size() > MAX_BUFFERED:
+                    self.abort()
             return
         if opcode == PONG:
             return
@@ -309,6 +319,8 @@ class ServerWebSocket(asyncio.Protocol):
         if opcode == CONTINUATION:
             if self._fragment_opcode is None:
                 raise WebSocketProtocolError(1002, "continuation frame outside a message")
+            if len(self._fragments) >= MAX_FRAGMENTS:
+                raise WebSocketProtocolError(1009, f"message in more than {MAX_FRAGMENTS} fragments")
             self._fragments.append(payload)
             self._fragments_size += len(payload)
             if not fin:

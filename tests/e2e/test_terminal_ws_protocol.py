@@ -146,6 +146,7 @@ def test_client_close_is_answered_with_the_same_code(echo_session):
     (frame(8, b"\x03"), 1002),                             # close payload of one byte
     (frame(9, b"p", fin=False), 1002),                     # fragmented control frame
     (frame(3, b"?"), 1002),                                # reserved opcode
+    (frame(2, b"a", fin=False) + frame(0, b"", fin=False) * 4096, 1009),   # endless fragments
 ])
 def test_a_broken_frame_closes_with_the_right_code(echo_session, bad, code):
     client = connect(echo_session)
