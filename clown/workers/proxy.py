@@ -35,6 +35,7 @@ SIGTERM when supervisord dies (PR_SET_PDEATHSIG) so it never outlives it.
 
 import argparse
 import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -352,6 +353,9 @@ async def serve(home: Home, spec: dict) -> None:
     server = ProxyServer(proxy)
     listener = await loop.create_server(server.protocol, sock=sock)
     server.start_sweeping()
+    # What exists now lives as long as the worker: out of the collector's way, so a full
+    # collection (every few hundred requests) does not walk it and stall a response.
+    gc.freeze()
     log.info("proxy of profile %s listening on 127.0.0.1:%s -> %s", proxy.alias, spec["port"], proxy.target.url)
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
