@@ -352,8 +352,9 @@ class ResponseReader:
             if self.buffer:
                 data, self.buffer = self.buffer + data, b""
             if len(data) >= self.remaining:
-                if len(data) > self.remaining:
-                    raise UpstreamProtocolError("sent more than its Content-Length")
+                if len(data) > self.remaining:      # bytes past the end: answer this one, then drop the connection
+                    data = data[:self.remaining]
+                    self.close_after = True
                 self.remaining = 0
                 self.ended = True
                 return data, True

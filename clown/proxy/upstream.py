@@ -118,7 +118,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     def release(self, reusable: bool) -> None:
         """The exchange is done with this connection: pooled if ``reusable``, else closed."""
         self.exchange = None
-        if reusable and not self.closed:
+        # A request still being written (the upstream answered before reading it all) leaves the
+        # connection out of step: never reused.
+        if reusable and not self.closed and not self.transport.get_write_buffer_size():
             self.responses += 1
             self.pool.give(self)
         else:

@@ -377,6 +377,24 @@ def test_a_streamed_answer_goes_out_chunked(worker, upstream):
     assert body.startswith(b"event: message_start") and body.rstrip().endswith(b'{"type":"message_stop"}')
 
 
+def test_an_agent_that_goes_away_cancels_the_upstream_and_keeps_the_usage_so_far(worker, upstream):
+    upstream.mode, upstream.drip_interval = "drip", 0.2
+    before, completed = worker.usage_rows(), upstream.completed
+    sock = connect(worker)
+    try:
+        sock.sendall(request(body=json.dumps({"model": "claude-sonnet-4-5", "stream": True}).encode()))
+        received = b""
+        while b"message_start" not in received:
+            data = sock.recv(65536)
+            assert data, received
+            received += data
+    finally:
+        sock.close()
+    time.sleep(8 * 0.2 + 0.5)           # the whole drip, had it gone on
+    assert upstream.completed == completed
+    assert worker.usage_rows() == before + 1     # message_start's usage
+
+
 # --- usage commit ----------------------------------------------------------------------------
 
 def test_with_the_store_locked_the_last_byte_waits_for_the_commit(worker, upstream):
