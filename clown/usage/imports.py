@@ -369,6 +369,7 @@ class ClaudeImporter(Importer):
         self._versions: dict[str, bool] = {}
         self._days: dict[str, int | None] = {}
         self._path_session = ""
+        self._names: dict[str, str] = {}      # one object per session and model name: pickled once per batch
 
     def _at(self, timestamp: str) -> float | None:
         """Epoch seconds of ``timestamp`` (None when it is not one); Claude Code's own
@@ -406,6 +407,7 @@ class ClaudeImporter(Importer):
         parent = os.path.basename(os.path.dirname(path))
         grandparent = os.path.basename(os.path.dirname(os.path.dirname(path)))
         self._path_session = parent if grandparent != "projects" else os.path.basename(path)[:-len(".jsonl")]
+        self._names = {}
 
     def line(self, line: bytes, path: str, offset: int) -> None:
         if _USAGE_MARKER not in line:
@@ -416,10 +418,6 @@ class ClaudeImporter(Importer):
                 if stripped[:1] != b"{" or stripped[-1:] != b"}":
                     self.malformed += 1
             return
-        self.usage_line(line, path, offset)
-
-    def usage_line(self, line: bytes, path: str, offset: int) -> None:
-        """A line holding ``"usage":{``: decoded, counted when it is an entry, folded into the batch."""
         try:
             document = _loads(line)
         except ValueError:
@@ -498,6 +496,9 @@ class ClaudeImporter(Importer):
         elif model != "<synthetic>" and usage.get("speed") == "fast":
             model += "-fast"
         session = session or self._path_session
+        names = self._names
+        session = names.setdefault(session, session)
+        model = names.setdefault(model, model)
         if message_id and request_id:
             key = f"{message_id}:{request_id}"
         elif message_id:
@@ -514,8 +515,9 @@ class ClaudeImporter(Importer):
             rates = self._rates[model] = self.rates(model)
         cost = (input_tokens * rates[0] + output_tokens * rates[1] + cache_creation * rates[2]
                 + cache_read * rates[3]) / rates[4] if rates else 0.0
+        # The ids are in the key already: the row's request_id and message_id columns stay empty.
         return (key, "claude", self.profile, "claude", "", model, session, input_tokens, output_tokens,
-                cache_creation, cache_read, cost, request_id, message_id, at)
+                cache_creation, cache_read, cost, None, None, at)
 
     # -- stats-cache.json --------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ them theirs), and those are found by ``dedup_key`` through a partial unique inde
 """
 
 import hashlib
-import marshal
 import sqlite3
 from dataclasses import dataclass
 
@@ -299,13 +298,11 @@ class FoldedBatch:
         self.replaced = 0
         self._insert_rows: list | None = None
 
-    # Sent between processes of the same interpreter: marshal reads and writes plain tuples
-    # several times faster than pickle.
     def __getstate__(self):
-        return {"insert_rows": marshal.dumps(self.insert_rows()), "replaced": self.replaced}
+        return {"insert_rows": self.insert_rows(), "replaced": self.replaced}
 
     def __setstate__(self, state):
-        self._insert_rows = marshal.loads(state["insert_rows"])
+        self._insert_rows = state["insert_rows"]
         self.replaced = state["replaced"]
         self.rows = {row[0]: row for row in self._insert_rows}
 
