@@ -149,19 +149,24 @@ class RequestReader:
     is whole (None until then); ``read_body`` then returns its whole body (None until it
     has arrived). ``next_request`` forgets the request and starts on the next one; bytes
     already received for it (a pipelined request) are kept. Both raise HTTPError.
+
+    The buffer is a bytearray consumed from the front, and the search for the end of a head
+    resumes where the last one stopped: a request that arrives a few bytes at a time costs
+    linear time, not quadratic.
     """
 
     def __init__(self, max_body: int):
         self.max_body = max_body
-        self.buffer = b""
+        self.buffer = bytearray()
         self.head: RequestHead | None = None
+        self._scanned = 0           # bytes of the buffer searched for the head's end so far
         # a chunked body: the chunks so far (the buffer then starts at the next size line)
         self._parts: list[bytes] = []
         self._received = 0
         self._in_trailers = False
 
     def feed(self, data: bytes) -> None:
-        self.buffer = self.buffer + data if self.buffer else data
+        self.buffer += data
 
     @property
     def pending(self) -> int:
@@ -171,25 +176,29 @@ class RequestReader:
         buffer = self.buffer
         # A client may send an empty line before a request (RFC 9112 2.2).
         while buffer[:2] == b"\r\n":
-            buffer = buffer[2:]
-        self.buffer = buffer
-        end = buffer.find(b"\r\n\r\n")
+            del buffer[:2]
+            self._scanned = 0
+        end = buffer.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
+            self._scanned = len(buffer)
             if len(buffer) > MAX_HEAD_BYTES:
                 raise HTTPError(431, f"clown proxy: request head over {MAX_HEAD_BYTES} bytes")
             return None
+        self._scanned = 0
         if end > MAX_HEAD_BYTES:
             raise HTTPError(431, f"clown proxy: request head over {MAX_HEAD_BYTES} bytes")
-        self.head = parse_request_head(buffer[:end], self.max_body)
-        self.buffer = buffer[end + 4:]
+        self.head = parse_request_head(bytes(buffer[:end]), self.max_body)
+        del buffer[:end + 4]
         return self.head
 
     def read_body(self) -> bytes | None:
         length = self.head.content_length
         if length is not None:
-            if len(self.buffer) < length:
+            buffer = self.buffer
+            if len(buffer) < length:
                 return None
-            body, self.buffer = self.buffer[:length], self.buffer[length:]
+            body = bytes(buffer[:length])
+            del buffer[:length]
             return body
         return self._read_chunked()
 
@@ -203,11 +212,11 @@ class RequestReader:
                     if end < 0:
                         if len(buffer) - pos > MAX_TRAILER_BYTES:
                             raise HTTPError(431, "clown proxy: chunked trailers too large")
-                        self._keep(buffer, pos)
+                        del buffer[:pos]
                         return None
                     if end == pos:       # the blank line: the body is complete
                         body = b"".join(self._parts)
-                        self.buffer = buffer[end + 2:]
+                        del buffer[:end + 2]
                         self._parts, self._received, self._in_trailers = [], 0, False
                         return body
                     if end - pos > MAX_TRAILER_BYTES or _TRAILER_LINE.fullmatch(buffer, pos, end) is None:
@@ -217,7 +226,7 @@ class RequestReader:
             if end < 0:
                 if len(buffer) - pos > MAX_CHUNK_LINE:
                     raise HTTPError(400, "clown proxy: bad chunk size line")
-                self._keep(buffer, pos)
+                del buffer[:pos]
                 return None
             match = _CHUNK_SIZE.fullmatch(buffer, pos, end)
             if match is None or end - pos > MAX_CHUNK_LINE:
@@ -231,17 +240,13 @@ class RequestReader:
                 raise HTTPError(413, f"clown proxy: request body is over the {self.max_body}-byte cap")
             start = end + 2
             if len(buffer) < start + size + 2:
-                self._keep(buffer, pos)
+                del buffer[:pos]     # wait for the whole chunk, from its size line
                 return None
             if buffer[start + size:start + size + 2] != b"\r\n":
                 raise HTTPError(400, "clown proxy: a chunk does not end with CRLF")
-            self._parts.append(buffer[start:start + size])
+            self._parts.append(bytes(buffer[start:start + size]))
             self._received += size
             pos = start + size + 2
-
-    def _keep(self, buffer: bytes, pos: int) -> None:
-        """Drop what was consumed: the buffer starts at the line not yet whole."""
-        self.buffer = buffer[pos:]
 
     def next_request(self) -> None:
         self.head = None

@@ -186,3 +186,14 @@ def test_an_answer_cut_short_raises_at_eof():
 def test_a_broken_answer_raises(data, message):
     with pytest.raises(UpstreamProtocolError, match=message):
         read_response("GET", data, 1000)
+
+
+def test_a_large_body_in_small_pieces_arrives_whole():
+    body = bytes(range(256)) * 4096          # 1 MiB
+    data = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    [(head, received)] = read_all(RequestReader(len(body)), data, 1500)
+    assert head.content_length == len(body) and received == body
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 5000]), body[i:i + 5000]) for i in range(0, len(body), 5000))
+    data = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n"
+    [(head, received)] = read_all(RequestReader(len(body)), data, 1500)
+    assert received == body
