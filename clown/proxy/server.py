@@ -305,6 +305,12 @@ class Exchange:
             if not self.done:
                 self._fail(exc)
             return
+        except Exception as exc:    # anything else must still answer the agent
+            log.exception("proxy: connecting upstream failed")
+            self.connecting = None
+            if not self.done:
+                self._fail(UpstreamError("unreachable", f"cannot connect to {self.proxy.target.url}: {exc}"))
+            return
         self.connecting = None
         if self.done:           # the agent went away meanwhile; the connection is unused
             connection.release(True)

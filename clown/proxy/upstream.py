@@ -176,7 +176,7 @@ class UpstreamPool:
         except TimeoutError:
             raise UpstreamError("timeout", f"connecting to {target.url} took over {self.connect_timeout:g}s") \
                 from None
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, ssl.SSLError, ValueError) as exc:
             raise UpstreamError("unreachable", f"cannot connect to {target.url}: {exc}") from None
         return connection
 
