@@ -9,10 +9,11 @@ framing set), the body piece by piece as it arrives (a chunked or until-close bo
 out chunked), metered on the way. No task, future or extra loop iteration per request
 when a pooled connection is free and the usage row commits inline.
 
-Usage: when the piece that completes a metered answer arrives, everything but its last
-byte goes out, the usage row commits (inline on the loop when the store is free, else on
-the writer thread, upstream reading paused meanwhile), and only then the last byte. An
-agent that has the whole answer has its usage committed.
+Usage: when the piece that completes a metered answer arrives, the usage row commits
+inline on the loop and then the piece goes out. When another writer holds the store, the
+row goes to the writer thread instead: everything but the piece's last byte goes out, the
+upstream is not read meanwhile, and the last byte follows the commit. An agent that has
+the whole answer has its usage committed.
 
 Errors the proxy makes itself are JSON in Anthropic's error shape. A request that breaks
 HTTP gets its status (400, 405, 413, 417, 431, 501, 505) and the connection closes after
