@@ -55,7 +55,8 @@ import time
 from clown import clock, store
 from clown.home import Home
 from clown.usage import periods
-from clown.usage.store import FoldedBatch, UsageEvent, delete_keys, hash_unhashed_keys, record_events, write_folded
+from clown.usage.store import (FoldedBatch, UsageEvent, delete_keys, drain_inbox, hash_unhashed_keys, record_events,
+                               write_folded)
 
 try:
     from orjson import loads as _loads
@@ -212,9 +213,7 @@ class Importer:
                 counters[index] = message[-1]
                 if kind == "batch":
                     _, _, folded, rollup, resume_points, _ = message
-                    with store.transaction(self.conn):
-                        self.recorded += write_folded(self.conn, folded, rollup)
-                        self.write_resume_points(resume_points)
+                    self.store_batch(folded, rollup, resume_points)
                 elif kind == "done":
                     self.hours_seen.update(message[2])
                     running -= 1
@@ -282,8 +281,15 @@ class Importer:
         if self.sink is not None:      # a parser process: the writer stores it
             self.sink.put(("batch", self.sink_index, folded, folded.rollup(), resume_points, self.counters()))
             return
+        self.store_batch(folded, folded.rollup(), resume_points)
+
+    def store_batch(self, folded: FoldedBatch, rollup, resume_points: list) -> None:
+        """One transaction: what the proxies left in the inbox (so that a key they metered is
+        stored with its profile before a transcript's copy of it meets it), the batch, and the
+        resume points of the files it came from."""
         with store.transaction(self.conn):
-            self.recorded += write_folded(self.conn, folded, folded.rollup())
+            drain_inbox(self.conn, in_transaction=True)
+            self.recorded += write_folded(self.conn, folded, rollup)
             self.write_resume_points(resume_points)
 
     def write_resume_points(self, rows: list) -> None:
@@ -560,6 +566,7 @@ class ClaudeImporter(Importer):
                     cache_creation_input_tokens=tokens[2], cache_read_input_tokens=tokens[3],
                     cost=self.cost(str(model), tokens)))
         with store.transaction(self.conn):
+            drain_inbox(self.conn, in_transaction=True)
             delete_keys(self.conn, stale)
             record_events(self.conn, events, in_transaction=True)
         return sum(e.input_tokens for e in events), sum(e.output_tokens for e in events)

@@ -11,6 +11,7 @@ from clown.catalog.pricing import current_table
 from clown.paths import check_client_path
 from clown.usage import periods
 from clown.usage.report import build_report
+from clown.usage.store import drain_inbox
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class UsageManager:
         return self._table
 
     def report(self, period: str, profile: str | None = None, model: str | None = None) -> dict:
+        # The rows the proxies committed since their writer threads last drained count too.
+        drain_inbox(self.ctx.store)
         return build_report(self.ctx.store, period, self.tz, self.pricing(), profile, model)
 
     def resolve_dir(self, value: str | None, default: str, field: str) -> str:

@@ -239,6 +239,52 @@ def record_event(conn: sqlite3.Connection, event: UsageEvent) -> int:
     return 1
 
 
+_INBOX_INSERT = (
+    "INSERT INTO usage_inbox (dedup_key, source, profile, agent, provider, model, session, input_tokens,"
+    " output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost, request_id, message_id, at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INBOX_ROWS = ("SELECT id, dedup_key, source, profile, agent, provider, model, session, input_tokens, output_tokens,"
+               " cache_creation_input_tokens, cache_read_input_tokens, cost, request_id, message_id, at"
+               " FROM usage_inbox ORDER BY id LIMIT ?")
+INBOX_BATCH = 5000
+
+
+def commit_to_inbox(conn: sqlite3.Connection, event: UsageEvent) -> None:
+    """Commit ``event`` to ``usage_inbox``: one INSERT in its own transaction (the proxy's path,
+    before a response's last byte). It counts once ``drain_inbox`` has folded it in."""
+    conn.execute(_INBOX_INSERT, row_of(event))
+
+
+def inbox_waiting(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM usage_inbox)").fetchone()[0] == 1
+
+
+def drain_inbox(conn: sqlite3.Connection, in_transaction: bool = False) -> int:
+    """Fold the rows of ``usage_inbox`` into ``usage_events`` and the rollups (the rule of
+    ``record_events``) and delete them, in one transaction; return how many were moved.
+
+    Whatever reads the events or writes them by key drains first, so a response's usage
+    counts in every report from the moment its last byte left the proxy. Without
+    ``in_transaction`` an empty inbox costs one read and takes no lock.
+    """
+    if not in_transaction:
+        if not inbox_waiting(conn):
+            return 0
+        with store.transaction(conn):
+            return drain_inbox(conn, in_transaction=True)
+    moved = 0
+    while True:
+        rows = conn.execute(_INBOX_ROWS, (INBOX_BATCH,)).fetchall()
+        if not rows:
+            return moved
+        folded = FoldedBatch()
+        for row in rows:
+            folded.add_row(tuple(row)[1:])
+        write_folded(conn, folded, folded.rollup())
+        conn.execute("DELETE FROM usage_inbox WHERE id <= ?", (rows[-1][0],))
+        moved += len(rows)
+
+
 def record_events(conn: sqlite3.Connection, events, in_transaction: bool = False) -> int:
     """Store ``events`` (an iterable of UsageEvent) and their rollups; return how many changed.
 

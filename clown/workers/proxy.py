@@ -55,29 +55,33 @@ from clown.proxy.http import RequestHead
 from clown.proxy.server import DROP_REQUEST, ProxyServer
 from clown.proxy.upstream import Target, UpstreamPool
 from clown.secrets import SecretStore
-from clown.usage.store import UsageEvent, record_event, record_events
+from clown.usage.store import UsageEvent, commit_to_inbox, drain_inbox, record_events
 
 log = logging.getLogger("clown.workers.proxy")
 
 PRICING_TTL_SECS = 30.0
-CHECKPOINT_EVERY = 200      # inline commits between two WAL checkpoints (run on the writer thread)
-_CHECKPOINT = object()
+DRAIN_DELAY_SECS = 0.5      # the inbox is drained this long after the first commit that finds it drained
+_DRAIN = object()
+_TICK = object()
 
 
 class Meterer:
-    """Commits usage rows, on the event loop when the store is free, else on a writer thread.
+    """Commits usage rows to the inbox on the event loop; a writer thread folds them in.
 
-    ``commit`` is the proxy's path: one INSERT and its rollups on the loop's own connection
-    (statements cached by sqlite3, ~0.1 ms, cheaper than handing the row to a thread and
-    back). That connection never waits for a lock (``busy_timeout = 0``): when another
-    writer holds the store (an import's batch, the web front), the row goes to the writer
-    thread instead and ``commit`` returns a future that resolves once it is committed. The
-    loop's connection never checkpoints the WAL itself (a checkpoint syncs the database
-    file); the writer thread does, every ``CHECKPOINT_EVERY`` inline commits.
+    ``commit`` is the proxy's path, before a response's last byte: one INSERT into
+    ``usage_inbox`` on the loop's own connection (``commit_to_inbox``, ~0.02 ms; the dedup
+    lookup, the indexed insert and the four rollup upserts of ``record_event`` cost five
+    times that). The rows count from that moment: whatever reads usage drains the inbox
+    first (``drain_inbox``). The writer thread drains it ``DRAIN_DELAY_SECS`` after a commit
+    that found it drained, in one transaction for all the responses of that time, and once
+    more at start (what a killed worker left) and at stop.
 
-    ``submit`` always uses the writer thread. Group commit there: the rows that queue up
-    while a commit runs go into the next transaction together, and each row's future
-    resolves only once its row is committed.
+    The loop's connection never waits for a lock (``busy_timeout = 0``) and never
+    checkpoints the WAL (a checkpoint syncs the database file; the writer thread's commits
+    do it). When another writer holds the store (a drain, an import's batch, the web front),
+    the row goes to the writer thread instead and ``commit`` returns a future that resolves
+    once it is committed. ``submit`` always uses the writer thread; the rows that queue up
+    while it writes share its next transaction.
     """
 
     def __init__(self, home: Home, spec: dict, run_id: int):
@@ -87,11 +91,12 @@ class Meterer:
         self._table = current_table(home.root)
         self._table_at = time.monotonic()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
-        self._thread.start()
         self._conn = None           # the writer thread's
         self._inline = None         # the event loop's
-        self._inline_commits = 0
+        self._drain_asked = True    # a drain is queued: the first one, for what an earlier run left
+        self._queue.put(_DRAIN)
+        self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
+        self._thread.start()
 
     def _price(self, event: UsageEvent) -> None:
         price = price_for(event.model, self._table)
@@ -111,7 +116,7 @@ class Meterer:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._price(event)
         try:
-            record_event(conn, event)
+            commit_to_inbox(conn, event)
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 return self.submit(event)
@@ -120,9 +125,9 @@ class Meterer:
         except Exception:
             log.exception("could not record usage")
             return None
-        self._inline_commits += 1
-        if self._inline_commits % CHECKPOINT_EVERY == 0:
-            self._queue.put(_CHECKPOINT)
+        if not self._drain_asked:
+            self._drain_asked = True
+            self._queue.put(_DRAIN)
         return None
 
     def submit(self, event: UsageEvent) -> asyncio.Future:
@@ -137,72 +142,79 @@ class Meterer:
 
     # -- on the writer thread -----------------------------------------------------------------
 
-    def _write(self, events: list) -> None:
+    def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self._conn = store.connect(self.home.db)
+        return self._conn
+
+    def _write(self, events: list) -> None:
+        conn = self._connection()
         for event in events:
             self._price(event)
-        if len(events) == 1:
-            record_event(self._conn, events[0])
-        else:
-            record_events(self._conn, events)
+        with store.transaction(conn):
+            drain_inbox(conn, in_transaction=True)
+            record_events(conn, events, in_transaction=True)
+
+    def _drain(self) -> bool:
+        """Fold the inbox in; False when the store could not be written (the caller retries)."""
+        self._drain_asked = False       # a commit from now on asks again
+        try:
+            drain_inbox(self._connection())
+        except sqlite3.Error as exc:
+            log.warning("could not fold the usage inbox in (will retry): %s", exc)
+            return False
+        return True
 
     def _refresh_table(self) -> None:
         if time.monotonic() - self._table_at > PRICING_TTL_SECS:
             self._table = current_table(self.home.root)     # swapped whole: the loop reads it as is
             self._table_at = time.monotonic()
 
-    def _checkpoint(self) -> None:
-        if self._conn is None:
-            self._conn = store.connect(self.home.db)
-        try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as exc:
-            log.warning("WAL checkpoint failed: %s", exc)
-
     def _run(self) -> None:
+        drain_at = None
         while True:
+            timeout = PRICING_TTL_SECS if drain_at is None else max(0.0, drain_at - time.monotonic())
             try:
-                item = self._queue.get(timeout=PRICING_TTL_SECS)
+                item = self._queue.get(timeout=timeout)
             except queue.Empty:
-                self._refresh_table()
-                continue
-            if item is None:
-                return
-            if item is _CHECKPOINT:
-                self._checkpoint()
-                self._refresh_table()
-                continue
-            items, stop = [item], False
-            while True:     # whatever queued up meanwhile shares the transaction
+                item = _TICK
+            items, stop = [], item is None
+            while not stop:     # whatever queued up meanwhile shares the transaction
+                if item is _DRAIN:
+                    if drain_at is None:
+                        drain_at = time.monotonic() + DRAIN_DELAY_SECS
+                elif item is not _TICK:
+                    items.append(item)
                 try:
-                    more = self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if more is None:
-                    stop = True
-                    break
-                if more is not _CHECKPOINT:
-                    items.append(more)
+                stop = item is None
             self._refresh_table()
-            error = None
-            try:
-                self._write([event for event, _, _ in items])
-            except Exception as exc:  # each waiting response logs it
-                error = exc
-            by_loop: dict = {}
-            for _, future, loop in items:
-                by_loop.setdefault(loop, []).append(future)
-            for loop, futures in by_loop.items():
-                try:
-                    loop.call_soon_threadsafe(_settle, futures, error)
-                except RuntimeError:
-                    pass    # the loop is closed: nobody waits any more
+            if items:
+                self._write_waiting(items)
+            if stop or (drain_at is not None and time.monotonic() >= drain_at):
+                drain_at = None if self._drain() else time.monotonic() + DRAIN_DELAY_SECS
             if stop:
                 return
 
+    def _write_waiting(self, items: list) -> None:
+        error = None
+        try:
+            self._write([event for event, _, _ in items])
+        except Exception as exc:  # each waiting response logs it
+            error = exc
+        by_loop: dict = {}
+        for _, future, loop in items:
+            by_loop.setdefault(loop, []).append(future)
+        for loop, futures in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, futures, error)
+            except RuntimeError:
+                pass    # the loop is closed: nobody waits any more
+
     def close(self) -> None:
-        """Write what is queued, then stop the writer thread."""
+        """Write what is queued, fold the inbox in, then stop the writer thread."""
         self._queue.put(None)
         self._thread.join()
         if self._inline is not None:

@@ -3,6 +3,7 @@
 import http.client
 import json
 import os
+import sqlite3
 
 REAL_KEY = "sk-real-key-0123456789abcdef"
 
@@ -43,3 +44,13 @@ def send(port: int, path: str, body: dict | None, headers: dict | None = None, m
     data = response.read()
     connection.close()
     return response.status, response, data
+
+
+def committed_proxy_rows(home: str) -> int:
+    """Proxy usage rows committed to the store: folded into usage_events, or still in the inbox."""
+    conn = sqlite3.connect(os.path.join(home, "clown.db"))
+    try:
+        return conn.execute("SELECT (SELECT COUNT(*) FROM usage_events WHERE source = 'proxy')"
+                            " + (SELECT COUNT(*) FROM usage_inbox WHERE source = 'proxy')").fetchone()[0]
+    finally:
+        conn.close()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.api.proxy_helpers import REAL_KEY, add_provider, create_profile, placeholder, send
+from tests.api.proxy_helpers import REAL_KEY, add_provider, committed_proxy_rows, create_profile, placeholder, send
 from tests.clownd import free_port, wait_for
 from tests.fakes.upstream import FakeUpstream
 
@@ -131,11 +131,7 @@ def test_the_completing_event_is_forwarded_at_once_after_its_commit(setup, upstr
         received += chunk
     stop_at = time.monotonic() - began
     assert b"message_stop" not in received
-    db = sqlite3.connect(os.path.join(setup.home, "clown.db"))
-    try:
-        assert db.execute("SELECT COUNT(*) FROM usage_events WHERE source = 'proxy'").fetchone()[0] == 1
-    finally:
-        db.close()
+    assert committed_proxy_rows(setup.home) == 1
     response.read()
     assert time.monotonic() - began - stop_at > 0.25
 
@@ -158,11 +154,7 @@ def test_a_json_response_arrives_whole_and_its_usage_is_already_committed(setup,
     for index in range(5):
         status, _, body = send(port, "/v1/messages", {"model": "claude-sonnet-4-5"}, {"x-api-key": key})
         assert status == 200 and json.loads(body)["usage"]["output_tokens"] == 20
-        conn = sqlite3.connect(os.path.join(setup.home, "clown.db"))
-        try:
-            assert conn.execute("SELECT COUNT(*) FROM usage_events WHERE source = 'proxy'").fetchone()[0] == index + 1
-        finally:
-            conn.close()
+        assert committed_proxy_rows(setup.home) == index + 1
 
 
 def test_an_unreachable_upstream_is_a_502_naming_it(daemon_factory):

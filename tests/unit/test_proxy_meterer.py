@@ -1,11 +1,13 @@
-"""The proxy's usage writer: group commit, and a future per response that resolves once committed."""
+"""The proxy's usage writer: the inline commit to the inbox, the drains, and the writer thread's group commit."""
 
 import asyncio
 import sqlite3
+import time
 
 from clown import store
 from clown.home import Home
-from clown.usage.store import UsageEvent
+from clown.usage.store import UsageEvent, commit_to_inbox
+from clown.workers import proxy as proxy_worker
 from clown.workers.proxy import Meterer
 
 
@@ -65,26 +67,71 @@ def make_home(tmp_path) -> Home:
     return home
 
 
-def rows(home: Home) -> int:
+def rows(home: Home, table: str = "usage_events") -> int:
     conn = sqlite3.connect(home.db)
     try:
-        return conn.execute("SELECT COUNT(*) FROM usage_events").fetchone()[0]
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     finally:
         conn.close()
 
 
-def test_commit_is_done_inline_when_the_store_is_free(tmp_path):
+def committed(home: Home) -> int:
+    return rows(home) + rows(home, "usage_inbox")
+
+
+def test_commit_is_done_inline_when_the_store_is_free_and_folded_in_by_the_writer_thread(tmp_path, monkeypatch):
+    monkeypatch.setattr(proxy_worker, "DRAIN_DELAY_SECS", 0.2)
     home = make_home(tmp_path)
     meterer = Meterer(home, {}, 1)
 
     async def main():
-        return meterer.commit(event("inline:r"))
+        first = meterer.commit(event("inline:r"))
+        committed_at_once = rows(home, "usage_inbox")       # committed when commit() returned
+        await asyncio.sleep(0.05)
+        second = meterer.commit(event("inline2:r"))
+        return first, second, committed_at_once
 
     try:
-        assert asyncio.run(main()) is None
-        assert rows(home) == 1      # committed when commit() returned
+        first, second, committed_at_once = asyncio.run(main())
+        assert first is None and second is None and committed_at_once == 1
+        deadline = time.monotonic() + 5
+        while rows(home, "usage_inbox") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # both drained together, into the events and their rollups
+        assert (rows(home), rows(home, "usage_inbox")) == (2, 0)
+        conn = sqlite3.connect(home.db)
+        try:
+            assert conn.execute("SELECT SUM(events) FROM usage_rollup_hour").fetchone()[0] == 2
+        finally:
+            conn.close()
     finally:
         meterer.close()
+
+
+def test_a_new_meterer_folds_in_what_a_killed_one_left_and_close_folds_in_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setattr(proxy_worker, "DRAIN_DELAY_SECS", 3600)     # only the start and the stop drain
+    home = make_home(tmp_path)
+    conn = store.connect(home.db)
+    try:
+        commit_to_inbox(conn, event("left:r"))        # a worker killed before it drained
+    finally:
+        conn.close()
+    monkeypatch.setattr(proxy_worker, "DRAIN_DELAY_SECS", 0.0)
+    meterer = Meterer(home, {}, 1)
+    deadline = time.monotonic() + 5
+    while rows(home, "usage_inbox") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (rows(home), rows(home, "usage_inbox")) == (1, 0)
+    monkeypatch.setattr(proxy_worker, "DRAIN_DELAY_SECS", 3600)
+
+    async def main():
+        return meterer.commit(event("late:r"))
+
+    assert asyncio.run(main()) is None
+    time.sleep(0.1)
+    assert (rows(home), rows(home, "usage_inbox")) == (1, 1)
+    meterer.close()
+    assert (rows(home), rows(home, "usage_inbox")) == (2, 0)
 
 
 def test_commit_goes_to_the_writer_thread_while_another_writer_holds_the_store(tmp_path):

@@ -177,3 +177,62 @@ def test_key_hashes_are_stable_signed_64_bit_integers():
     assert usage_store.key_hash("msg_01:req_01") == usage_store.key_hash("msg_01:req_01")
     assert usage_store.key_hash("msg_01:req_01") != usage_store.key_hash("msg_01:req_02")
     assert all(-(1 << 63) <= usage_store.key_hash(f"k{n}") < (1 << 63) for n in range(1000))
+
+
+def test_inbox_rows_count_once_they_are_drained_and_only_once(conn):
+    usage_store.commit_to_inbox(conn, event("m1:r1", NOW))
+    usage_store.commit_to_inbox(conn, event("m2:r2", NOW, output_tokens=5, session="s2"))
+    assert conn.execute("SELECT COUNT(*) FROM usage_events").fetchone()[0] == 0
+    assert usage_store.drain_inbox(conn) == 2
+    assert usage_store.drain_inbox(conn) == 0
+    assert conn.execute("SELECT COUNT(*) FROM usage_inbox").fetchone()[0] == 0
+    report = build_report(conn, "today", UTC, TABLE, now=NOW)
+    assert report["total_tokens"]["output_tokens"] == 15
+    assert report["total_sessions"] == 2
+    assert tuple(conn.execute("SELECT SUM(events), SUM(output_tokens) FROM usage_rollup_quarter").fetchone()) == (2, 15)
+
+
+def test_an_inbox_row_folds_in_by_the_rule_of_its_key(conn):
+    # The proxy's copy of a key the store has (its transcript imported first): it only replaces
+    # a copy with fewer tokens, and then gives it the profile.
+    record_events(conn, [event("m1:r1", NOW, output_tokens=3, profile="", source="claude"),
+                         event("m2:r2", NOW, output_tokens=50, profile="", source="claude")])
+    usage_store.commit_to_inbox(conn, event("m1:r1", NOW, output_tokens=30))
+    usage_store.commit_to_inbox(conn, event("m2:r2", NOW, output_tokens=50))
+    assert usage_store.drain_inbox(conn) == 2
+    rows = conn.execute("SELECT dedup_key, profile, output_tokens FROM usage_events ORDER BY dedup_key").fetchall()
+    assert [tuple(row) for row in rows] == [("m1:r1", "work", 30), ("m2:r2", "", 50)]
+    assert tuple(conn.execute("SELECT SUM(events), SUM(output_tokens) FROM usage_rollup_hour").fetchone()) == (2, 80)
+
+
+def test_an_import_drains_the_inbox_before_its_copy_of_a_metered_response(tmp_path):
+    # Metered by the proxy (still in the inbox), then imported from the transcript with the same
+    # key and tokens: counted once, under the proxy's profile.
+    from clown.home import Home
+    from clown.usage import imports
+    import json
+    home = Home(str(tmp_path / "home"))
+    home.ensure()
+    connection = store.open_store(home.db)
+    try:
+        usage_store.commit_to_inbox(connection, event("msg_1:req_1", NOW, input_tokens=7, output_tokens=9,
+                                                      session="sess"))
+    finally:
+        connection.close()
+    project = tmp_path / "claude" / "projects" / "p"
+    project.mkdir(parents=True)
+    (project / "sess.jsonl").write_text(json.dumps({
+        "timestamp": "2026-01-21T15:00:00.000Z", "sessionId": "sess", "requestId": "req_1", "type": "assistant",
+        "message": {"id": "msg_1", "model": "claude-sonnet-4-5", "usage": {"input_tokens": 7, "output_tokens": 9}},
+    }) + "\n")
+    imports.run_import(home, "claude", str(tmp_path / "claude"), "UTC")
+    connection = store.open_store(home.db)
+    try:
+        rows = connection.execute("SELECT source, profile, output_tokens FROM usage_events").fetchall()
+        assert [tuple(row) for row in rows] == [("proxy", "work", 9)]
+        assert connection.execute("SELECT COUNT(*) FROM usage_inbox").fetchone()[0] == 0
+        report = build_report(connection, "today", UTC, TABLE, now=NOW)
+        assert report["total_tokens"]["output_tokens"] == 9
+        assert list(report["aggregates"]["by_profile"]) == ["work"]
+    finally:
+        connection.close()

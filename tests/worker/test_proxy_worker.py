@@ -70,7 +70,9 @@ class Worker:
     def usage_rows(self) -> int:
         conn = sqlite3.connect(self.home.db)
         try:
-            return conn.execute("SELECT COUNT(*) FROM usage_events").fetchone()[0]
+            # committed: folded into usage_events, or still in the inbox
+            return conn.execute("SELECT (SELECT COUNT(*) FROM usage_events)"
+                                " + (SELECT COUNT(*) FROM usage_inbox)").fetchone()[0]
         finally:
             conn.close()
 
