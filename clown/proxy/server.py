@@ -10,7 +10,8 @@ out chunked), metered on the way. No task, future or extra loop iteration per re
 when a pooled connection is free and the usage row commits inline.
 
 Usage: when the piece that completes a metered answer arrives, the usage row commits
-inline on the loop and then the piece goes out. When another writer holds the store, the
+inline on the loop (to the usage inbox, see ``clown.workers.proxy.Meterer``) and then the
+piece goes out. When another writer holds the store, the
 row goes to the writer thread instead: everything but the piece's last byte goes out, the
 upstream is not read meanwhile, and the last byte follows the commit. An agent that has
 the whole answer has its usage committed.
