@@ -275,55 +275,83 @@ class RawWebSocket:
         self.sock.close()
 
 
-def ws_echo(kind, url, count) -> list[float]:
-    ws = RawWebSocket(url)
-    try:
+class WsEcho:
+    """Keystrokes through one server's WebSocket into ``cat``, one at a time."""
+
+    def __init__(self, kind, url):
+        self.kind, self.ws = kind, RawWebSocket(url)
         seen = b""
         while b"READY" not in seen:
-            seen += kind.output(ws.recv()) or b""
-        times = []
-        for i in range(count + 20):
-            key = bytes([ord("a") + i % 26])
-            start = time.perf_counter()
-            ws.send(kind.stdin(key))
-            while True:
-                data = kind.output(ws.recv())
-                if data:
-                    break
-            if i >= 20:   # warm-up
-                times.append((time.perf_counter() - start) * 1000)
-            assert data == key, (data, key)
-        return times
-    finally:
-        ws.close()
+            seen += kind.output(self.ws.recv()) or b""
+        self.keys = 0
 
-
-def ceiling_echo(count) -> list[float]:
-    proc = PtyProcess.spawn(["bash", "-c", ECHO_CMD], env=dict(os.environ, TERM="xterm-256color"))
-    fd, got = proc.fd, b""
-    while b"READY" not in got:
-        got += os.read(fd, 1024)
-    times = []
-    for i in range(count):
+    def one(self) -> float:
+        key = bytes([ord("a") + self.keys % 26])
+        self.keys += 1
         start = time.perf_counter()
-        os.write(fd, b"k")
-        os.read(fd, 1024)
-        times.append((time.perf_counter() - start) * 1000)
-    proc.terminate(force=True)
-    return times
+        self.ws.send(self.kind.stdin(key))
+        while True:
+            data = self.kind.output(self.ws.recv())
+            if data:
+                break
+        elapsed = (time.perf_counter() - start) * 1000
+        assert data == key, (data, key)
+        return elapsed
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+class PtyEcho:
+    """The ceiling: the same keystrokes written straight to a PTY running ``cat``."""
+
+    def __init__(self):
+        self.proc = PtyProcess.spawn(["bash", "-c", ECHO_CMD], env=dict(os.environ, TERM="xterm-256color"))
+        got = b""
+        while b"READY" not in got:
+            got += os.read(self.proc.fd, 1024)
+
+    def one(self) -> float:
+        start = time.perf_counter()
+        os.write(self.proc.fd, b"k")
+        os.read(self.proc.fd, 1024)
+        return (time.perf_counter() - start) * 1000
+
+    def close(self) -> None:
+        self.proc.terminate(force=True)
+
+
+ECHO_ROUNDS = 10
+ECHO_WARMUP = 20
 
 
 def bench_echo(clown, terminado, count, results):
-    print(f"\n== keystroke-to-echo round trip, {count} keystrokes into `stty raw -echo; cat` (ms)", flush=True)
-    row = {}
-    ceiling = ceiling_echo(count)
+    """The three paths take turns, ``count / ECHO_ROUNDS`` keystrokes each per round, so that a
+    burst of load from elsewhere on the machine falls on all of them alike."""
+    print(f"\n== keystroke-to-echo round trip, {count} keystrokes into `stty raw -echo; cat` (ms),"
+          f" {ECHO_ROUNDS} interleaved rounds", flush=True)
     session = clown.create(ECHO_CMD)
-    c = ws_echo(clown, clown.url(session), count)
-    clown.delete(session)
-    t = ws_echo(terminado, terminado.url("echo"), count)
-    for name, times in (("ceiling", ceiling), ("clown", c), ("terminado", t)):
-        row[name] = (pct(times, 50), pct(times, 99))
-        print(f"{name:9s} p50 {row[name][0]:.3f}  p99 {row[name][1]:.3f}  max {max(times):.3f}")
+    paths = {"ceiling": PtyEcho(), "clown": WsEcho(clown, clown.url(session)),
+             "terminado": WsEcho(terminado, terminado.url("echo"))}
+    times = {name: [] for name in paths}
+    try:
+        for path in paths.values():
+            for _ in range(ECHO_WARMUP):
+                path.one()
+        per_round = max(1, count // ECHO_ROUNDS)
+        for _ in range(ECHO_ROUNDS):
+            for name, path in paths.items():
+                times[name].extend(path.one() for _ in range(per_round))
+    finally:
+        for path in paths.values():
+            path.close()
+        clown.delete(session)
+    row = {}
+    for name, measured in times.items():
+        row[name] = (pct(measured, 50), pct(measured, 99))
+        print(f"{name:9s} p50 {row[name][0]:.3f}  p99 {row[name][1]:.3f}  max {max(measured):.3f}")
+    print(f"ratio clown/terminado: p50 {row['clown'][0] / row['terminado'][0]:.2f}x,"
+          f" p99 {row['clown'][1] / row['terminado'][1]:.2f}x")
     results["echo"] = row
 
 
@@ -446,7 +474,7 @@ def bench_stalled(clown, terminado, terminado_pid, seconds, results):
     sock = stalled_client(f"/ws/terminal/{session}", clown.d.port)
     time.sleep(0.5)
     agent = clown.d.get(f"/api/terminal/sessions/{session}")[1]["data"]["pid"]
-    pids = {"web": clown.d.program_pid("web"), f"term worker": psutil.Process(agent).ppid(),
+    pids = {"web": clown.d.program_pid("web"), "term worker": psutil.Process(agent).ppid(),
             "supervisord": psutil.Process(clown.d.program_pid("web")).ppid()}
     row["clown"] = sample_rss(pids, seconds)
     sock.close()
@@ -602,7 +630,7 @@ def main() -> None:
     only = set(args.only.split(","))
     size = (32 if args.quick else 256) * MiB
     fan_size = (8 if args.quick else 32) * MiB
-    keystrokes = 100 if args.quick else 500
+    keystrokes = 100 if args.quick else 2000
     trials = 6 if args.quick else 20
     stall_secs = 6 if args.quick else 20
     create_trials = 5 if args.quick else 15
