@@ -55,8 +55,8 @@ import time
 from clown import clock, store
 from clown.home import Home
 from clown.usage import periods
-from clown.usage.store import (FoldedBatch, UsageEvent, delete_keys, drain_inbox, hash_unhashed_keys, record_events,
-                               write_folded)
+from clown.usage.store import (QUARTER_SECS, FoldedBatch, UsageEvent, delete_keys, drain_inbox, hash_unhashed_keys,
+                               record_events, write_folded)
 
 try:
     from orjson import loads as _loads
@@ -215,7 +215,6 @@ class Importer:
                     _, _, folded, rollup, resume_points, _ = message
                     self.store_batch(folded, rollup, resume_points)
                 elif kind == "done":
-                    self.hours_seen.update(message[2])
                     running -= 1
                 totals = [sum(values[i] for values in counters.values()) for i in range(4)]
                 self.found, self.malformed, self.done_bytes, self.files_read = \
@@ -290,6 +289,9 @@ class Importer:
         with store.transaction(self.conn):
             drain_inbox(self.conn, in_transaction=True)
             self.recorded += write_folded(self.conn, folded, rollup)
+            if self.kind == "claude":     # what stats-cache.json must not fill (covered_days)
+                self.conn.executemany("INSERT OR IGNORE INTO usage_transcript_quarters (bucket) VALUES (?)",
+                                      [(bucket,) for bucket in {key[0] for key in rollup.rows[QUARTER_SECS]}])
             self.write_resume_points(resume_points)
 
     def write_resume_points(self, rows: list) -> None:
@@ -331,7 +333,7 @@ def _parse_files(importer: Importer, index: int, group: list, channel, writer_pi
             importer.read_file(path, st, offset, state)
             importer.files_read += 1
         importer.flush()
-        channel.put(("done", index, sorted(getattr(importer, "hours_seen", ())), importer.counters()))
+        channel.put(("done", index, importer.counters()))
     except BaseException as exc:  # the writer reports it; never a traceback on the protocol stream
         channel.put(("error", index, f"{type(exc).__name__}: {exc}"))
 
@@ -370,8 +372,6 @@ class ClaudeImporter(Importer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.hours_seen: set[int] = set()
-        self._last_hour = None
         self._versions: dict[str, bool] = {}
         self._days: dict[str, int | None] = {}
         self._path_session = ""
@@ -512,10 +512,6 @@ class ClaudeImporter(Importer):
                 else f"{message_id}:session:{session}:{timestamp}"
         else:
             key = f"line:{path}:{offset}"
-        hour = int(at // 3600)
-        if hour != self._last_hour:
-            self._last_hour = hour
-            self.hours_seen.add(hour)
         rates = self._rates.get(model, False)
         if rates is False:
             rates = self._rates[model] = self.rates(model)
@@ -572,11 +568,9 @@ class ClaudeImporter(Importer):
         return sum(e.input_tokens for e in events), sum(e.output_tokens for e in events)
 
     def covered_days(self) -> set[str]:
-        """Local days that have transcript usage: from this run and from earlier imports."""
-        quarters = {hour * 3600 + quarter for hour in self.hours_seen for quarter in (0, 900, 1800, 2700)}
-        quarters.update(row[0] for row in self.conn.execute(
-            "SELECT DISTINCT CAST(at / 900 AS INTEGER) * 900 FROM usage_events WHERE source = 'claude'"))
-        return {periods.day_of(quarter, self.tz) for quarter in quarters}
+        """Local days in which transcripts had usage, in this import or an earlier one."""
+        return {periods.day_of(row[0], self.tz)
+                for row in self.conn.execute("SELECT bucket FROM usage_transcript_quarters")}
 
 
 def _model_ratios(model_usage) -> dict:

@@ -177,8 +177,10 @@ def test_an_import_does_not_recount_what_the_proxy_metered(daemon, tmp_path):
     with open(project / "s1.jsonl", "w") as handle:
         handle.write(json.dumps({"timestamp": "2026-01-12T10:00:00.000Z", "sessionId": "s1", "requestId": request_id,
                                  "type": "assistant", "message": {"id": message["id"], "model": message["model"],
-                                                                  "usage": message["usage"]}}) + "\n")
+                                                                  "usage": message["usage"]}},
+                                separators=(",", ":")) + "\n")     # compact, as Claude Code writes it
     before = report(daemon)["total_tokens"]
-    assert import_claude(daemon, tmp_path / "claude")[0] == 200
+    status, reply = import_claude(daemon, tmp_path / "claude")
+    assert status == 200 and "Found 1 session entries" in reply["data"], reply
     assert report(daemon)["total_tokens"] == before
     assert list(report(daemon)["aggregates"]["by_profile"]) == ["team"]

@@ -105,3 +105,55 @@ def test_a_folded_batch_with_stored_keys_counts_only_what_grew(conn):
     assert tuple(totals) == (10 + 20 + 3, 3)
     row = conn.execute("SELECT profile, session, output_tokens FROM usage_events WHERE dedup_key = 'b'").fetchone()
     assert tuple(row) == ("work", "s1", 20)
+
+
+def _transcript_line(timestamp: str, message_id: str, output: int) -> str:
+    import json
+    return json.dumps({"timestamp": timestamp, "sessionId": "s", "requestId": "req_" + message_id,
+                       "type": "assistant", "message": {"id": message_id, "model": "claude-sonnet-4-5",
+                                                        "usage": {"input_tokens": 1, "output_tokens": output}}},
+                      separators=(",", ":"))
+
+
+def _stats_cache(claude_dir, days: dict) -> None:
+    import json
+    with open(claude_dir / "stats-cache.json", "w") as handle:
+        json.dump({"version": 2, "dailyModelTokens": [{"date": day, "tokensByModel": {"claude-sonnet-4-5": total}}
+                                                      for day, total in days.items()],
+                   "modelUsage": {"claude-sonnet-4-5": {"inputTokens": 0, "outputTokens": 1}}}, handle)
+
+
+def _day_totals(db: str) -> dict:
+    conn = sqlite3.connect(db)
+    try:
+        return dict(conn.execute("SELECT dedup_key, output_tokens FROM usage_events WHERE source = 'stats-cache'"))
+    finally:
+        conn.close()
+
+
+def test_stats_cache_days_covered_by_an_earlier_import_stay_unfilled(tmp_path):
+    # The transcript is imported first, stats-cache.json appears later: the day the transcript
+    # covered is still known (usage_transcript_quarters), the others are filled.
+    home = Home(str(tmp_path / "home"))
+    home.ensure()
+    project = tmp_path / "claude" / "projects" / "p"
+    project.mkdir(parents=True)
+    (project / "s.jsonl").write_text(_transcript_line("2026-01-10T10:00:00.000Z", "msg_a", 5) + "\n")
+    assert imports.run_import(home, "claude", str(tmp_path / "claude"), "UTC")["found"] == 1
+    _stats_cache(tmp_path / "claude", {"2026-01-10": 999, "2026-01-11": 40})
+    result = imports.run_import(home, "claude", str(tmp_path / "claude"), "UTC")
+    assert result["files_read"] == 0
+    assert _day_totals(home.db) == {"stats:2026-01-11:claude-sonnet-4-5": 40}
+
+
+def test_transcript_coverage_is_exact_to_the_quarter_hour_in_half_hour_zones(tmp_path):
+    # 18:10 UTC is 23:40 on the 10th in Kolkata (+05:30); the same UTC hour's 18:30 is the 11th.
+    # Only the 10th is covered.
+    home = Home(str(tmp_path / "home"))
+    home.ensure()
+    project = tmp_path / "claude" / "projects" / "p"
+    project.mkdir(parents=True)
+    (project / "s.jsonl").write_text(_transcript_line("2026-01-10T18:10:00.000Z", "msg_a", 5) + "\n")
+    _stats_cache(tmp_path / "claude", {"2026-01-10": 999, "2026-01-11": 40})
+    assert imports.run_import(home, "claude", str(tmp_path / "claude"), "Asia/Kolkata")["found"] == 1
+    assert _day_totals(home.db) == {"stats:2026-01-11:claude-sonnet-4-5": 40}

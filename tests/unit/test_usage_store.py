@@ -224,8 +224,8 @@ def test_an_import_drains_the_inbox_before_its_copy_of_a_metered_response(tmp_pa
     (project / "sess.jsonl").write_text(json.dumps({
         "timestamp": "2026-01-21T15:00:00.000Z", "sessionId": "sess", "requestId": "req_1", "type": "assistant",
         "message": {"id": "msg_1", "model": "claude-sonnet-4-5", "usage": {"input_tokens": 7, "output_tokens": 9}},
-    }) + "\n")
-    imports.run_import(home, "claude", str(tmp_path / "claude"), "UTC")
+    }, separators=(",", ":")) + "\n")     # compact, as Claude Code writes it
+    assert imports.run_import(home, "claude", str(tmp_path / "claude"), "UTC")["found"] == 1
     connection = store.open_store(home.db)
     try:
         rows = connection.execute("SELECT source, profile, output_tokens FROM usage_events").fetchall()
