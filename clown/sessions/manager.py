@@ -272,12 +272,15 @@ class SessionManager:
             if row["agent_id"] != agent_id:
                 raise ApiError(400, f"profile '{requested}' runs agent '{row['agent_id']}', not '{agent_id}'")
             return row["alias"]
+        # DESIGN: the agent's most recently used profile; none: 400 saying so.
         row = self.store.execute(
-            "SELECT alias FROM profiles WHERE agent_id = ? "
-            "ORDER BY last_used IS NULL, last_used DESC, created_at DESC LIMIT 1", (agent_id,)).fetchone()
-        if row is None:
+            "SELECT alias FROM profiles WHERE agent_id = ? AND last_used IS NOT NULL "
+            "ORDER BY last_used DESC, created_at DESC LIMIT 1", (agent_id,)).fetchone()
+        if row is not None:
+            return row["alias"]
+        if self.store.execute("SELECT 1 FROM profiles WHERE agent_id = ?", (agent_id,)).fetchone() is None:
             raise ApiError(400, f"no profile runs agent '{agent_id}': create one, or name one in 'profile'")
-        return row["alias"]
+        raise ApiError(400, f"no profile of agent '{agent_id}' has been used yet: name one in 'profile'")
 
     async def _free_name(self, repo: str, prompt: str) -> tuple[str, str]:
         for _ in range(_NAME_ATTEMPTS):

@@ -39,7 +39,8 @@ class CreateSessionSchema(_Strict):
     no_plan_mode = fields.Boolean(load_default=False,
                                   metadata={"description": "false starts Claude Code in plan mode"})
     profile = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64),
-                            metadata={"description": "Default: the agent's most recently used profile"})
+                            metadata={"description": "Default: the agent's most recently used profile"
+                                                     " (400 when none has run yet)"})
 
 
 class CreatedSchema(Schema):

@@ -6,6 +6,7 @@ Claude Code runs in tests/e2e/test_agent_sessions.py.
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -31,7 +32,9 @@ def repo(tmp_path):
 
 
 def create(clownd, repo, **extra):
-    body = {"repo_path": repo, "prompt": "Fix the login bug", "agent": "shell", "backend": "tmux", **extra}
+    body = {"repo_path": repo, "prompt": "Fix the login bug", "agent": "shell", "backend": "tmux", "profile": "sh",
+            **extra}
+    body = {name: value for name, value in body.items() if value is not None}
     return clownd.post("/api/sessions", body)
 
 
@@ -201,9 +204,39 @@ def test_unknown_agent_is_invalid_request(clownd, repo):
 
 
 def test_agent_without_a_profile_is_invalid_request(clownd, repo):
-    status, reply = create(clownd, repo, agent="codex")
-    assert status == 400 and error(reply)[0] == "INVALID_REQUEST"
-    assert "no profile" in error(reply)[1]
+    status, reply = create(clownd, repo, agent="codex", profile=None)
+    assert status == 400
+    assert error(reply) == ("INVALID_REQUEST", "no profile runs agent 'codex': create one, or name one in 'profile'")
+
+
+def test_without_profile_the_agents_most_recently_used_profile_runs(clownd, repo):
+    create_profile(clownd, "fresh-a", "shell")
+    create_profile(clownd, "fresh-b", "shell")
+    time.sleep(1.1)     # last_used is kept to the second
+    assert detail_of(clownd, created(clownd, repo, profile="fresh-b"))["profile"] == "fresh-b"
+    assert detail_of(clownd, created(clownd, repo, profile=None))["profile"] == "fresh-b"
+    time.sleep(1.1)
+    assert detail_of(clownd, created(clownd, repo, profile="fresh-a"))["profile"] == "fresh-a"
+    assert detail_of(clownd, created(clownd, repo, profile=None))["profile"] == "fresh-a"
+
+
+def test_without_profile_an_agent_whose_profiles_never_ran_is_invalid_request(clownd, repo):
+    status, reply = clownd.post("/api/profiles", {"alias": "never-ran", "agent_id": "codex",
+                                                  "provider_id": "openai", "api_key": "sk-not-a-real-key"})
+    assert status == 200, reply
+    try:
+        status, reply = create(clownd, repo, agent="codex", profile=None)
+        assert status == 400
+        assert error(reply) == ("INVALID_REQUEST",
+                                "no profile of agent 'codex' has been used yet: name one in 'profile'")
+    finally:
+        assert clownd.delete("/api/profiles/never-ran")[0] == 200
+
+
+def detail_of(clownd, session: dict) -> dict:
+    status, detail = clownd.get(f"/api/sessions/{session['id']}")
+    assert status == 200, detail
+    return detail
 
 
 def test_profile_of_another_agent_is_invalid_request(clownd, repo):

@@ -34,7 +34,7 @@ def ws(clownd):
 def session(clownd, tmp_path):
     repo = make_repo(tmp_path / "repo")
     status, reply = clownd.post("/api/sessions", {"repo_path": repo, "prompt": "Hello", "agent": "shell",
-                                                  "backend": "tmux"})
+                                                  "profile": "sh", "backend": "tmux"})
     assert status == 200, reply
     wait_for(lambda: clownd.get(f"/api/sessions/{reply['id']}")[1]["status"] == "running", timeout=10)
     return reply

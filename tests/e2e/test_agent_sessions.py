@@ -38,7 +38,7 @@ def repo(tmp_path):
 
 def create(clownd, repo, **extra) -> dict:
     body = {"repo_path": repo, "prompt": "What is the secret word in notes.txt?", "agent": "claude",
-            "no_plan_mode": True, **extra}
+            "profile": "cc", "no_plan_mode": True, **extra}
     status, reply = clownd.post("/api/sessions", body)
     assert status == 200, reply
     assert reply["status"] == "starting"

@@ -202,6 +202,52 @@ def test_tmux_argv():
     assert tmux.kill_session_argv("/s.sock", "n") == ["tmux", "-S", "/s.sock", "kill-session", "-t", "=n"]
 
 
+@pytest.mark.parametrize("lines,expected", [
+    (["0  \n"], [(True, None)]),
+    (["1 0 \n"], [(False, 0)]),
+    (["1 3 \n"], [(False, 3)]),
+    (["1  15\n"], [(False, None)]),                       # killed by a signal: no exit code
+    (["1  \n", "1  \n", "1 0 \n"], [(True, None), (True, None), (False, 0)]),   # dead, not yet reaped
+])
+def test_tmux_poll_state_waits_for_the_exit_status_of_a_dead_pane(monkeypatch, lines, expected):
+    import asyncio
+    import types
+
+    backend = tmux.TmuxBackend.__new__(tmux.TmuxBackend)
+    backend.sock, backend._dead_without_status = "/s.sock", {}
+    backend._listening = lambda: True
+    replies = iter(lines)
+    commands = []
+
+    async def fake_tmux(argv, what):
+        commands.append(what)
+        return types.SimpleNamespace(ok=True, stdout=next(replies) if what == "list-panes" else "")
+
+    backend._tmux = fake_tmux
+    found = [asyncio.run(backend.poll_state("n")) for _ in expected]
+    assert [(state.running, state.exit_code) for state in found] == expected
+    assert commands.count("kill-session") == (0 if expected[-1][0] else 1)
+
+
+def test_tmux_a_dead_pane_that_never_shows_a_status_ends_after_a_while(monkeypatch):
+    import asyncio
+    import types
+
+    backend = tmux.TmuxBackend.__new__(tmux.TmuxBackend)
+    backend.sock, backend._dead_without_status = "/s.sock", {}
+    backend._listening = lambda: True
+
+    async def fake_tmux(argv, what):
+        return types.SimpleNamespace(ok=True, stdout="1  \n")
+
+    backend._tmux = fake_tmux
+    now = [1000.0]
+    monkeypatch.setattr(tmux.time, "monotonic", lambda: now[0])
+    assert asyncio.run(backend.poll_state("n")).running
+    now[0] += tmux.DEAD_STATUS_WAIT_SECS + 0.1
+    state = asyncio.run(backend.poll_state("n"))
+    assert (state.running, state.exit_code) == (False, None)
+
 def test_zellij_argv_and_layout():
     assert zellij.start_argv("n", "/l.kdl") == ["zellij", "--layout", "/l.kdl", "attach", "--create-background", "n"]
     assert zellij.send_text_argvs("n", "hi") == [["zellij", "--session", "n", "action", "write-chars", "hi"],

@@ -19,6 +19,7 @@ from clown.sessions.proc import CommandMissing, run
 COLS, ROWS = 200, 50
 ENTER_DELAY_SECS = 0.3
 SERVER_START_SECS = 10.0
+DEAD_STATUS_WAIT_SECS = 5.0     # how long a dead pane may show no exit status before it counts as unknown
 
 
 def new_session_argv(sock: str, name: str, cwd: str, command: list[str], tmux: str = "tmux") -> list[str]:
@@ -34,7 +35,8 @@ def send_text_argvs(sock: str, name: str, text: str, tmux: str = "tmux") -> list
 
 
 def pane_state_argv(sock: str, name: str, tmux: str = "tmux") -> list[str]:
-    return [tmux, "-S", sock, "list-panes", "-s", "-t", f"={name}", "-F", "#{pane_dead} #{pane_dead_status}"]
+    return [tmux, "-S", sock, "list-panes", "-s", "-t", f"={name}", "-F",
+            "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}"]
 
 
 def kill_session_argv(sock: str, name: str, tmux: str = "tmux") -> list[str]:
@@ -49,6 +51,7 @@ class TmuxBackend(Backend):
         self.ctx = ctx
         self.sock = ctx.home.socket(SOCKET)
         self._server_lock = asyncio.Lock()
+        self._dead_without_status: dict[str, float] = {}
 
     def _listening(self) -> bool:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -125,13 +128,17 @@ class TmuxBackend(Backend):
         result = await self._tmux(pane_state_argv(self.sock, ref), "list-panes")
         if not result.ok:
             return ProcessState(False, None, "the tmux session is gone")
-        dead, _, status = (result.stdout.strip().splitlines() or ["0"])[0].partition(" ")
+        dead, status, signal = ((result.stdout.splitlines() or ["0"])[0].split(" ") + ["", ""])[:3]
         if dead != "1":
             return ProcessState(True)
-        try:
-            code = int(status)
-        except ValueError:
-            code = None
+        code = int(status) if status.isdigit() else None
+        if code is None and not signal.isdigit():
+            # tmux marks a pane dead when its PTY closes, which can come before it has reaped the
+            # process: no status yet. Ask again at the next poll (for a while).
+            first = self._dead_without_status.setdefault(ref, time.monotonic())
+            if time.monotonic() - first < DEAD_STATUS_WAIT_SECS:
+                return ProcessState(True)
+        self._dead_without_status.pop(ref, None)
         # The pane is kept only to read this status; now the session can go.
         await self._tmux(kill_session_argv(self.sock, ref), "kill-session")
         return ProcessState(False, code, None)
