@@ -561,11 +561,22 @@ class Exchange:
         session = next((fields[name] for name in SESSION_HEADERS if fields.get(name)), None) \
             or f"proxy:{proxy.alias}:{proxy.run_id}"
         request_id = next((response.header(name) for name in REQUEST_ID_HEADERS if response.header(name)), None)
-        key = usage_key(usage.message_id, request_id) or f"proxy:{proxy.alias}:{uuid.uuid4().hex}"
+        key = usage_key(usage.message_id, response.header("request-id")) \
+            or _transcript_key(usage.message_id, fields.get("x-claude-code-session-id")) \
+            or f"proxy:{proxy.alias}:{uuid.uuid4().hex}"
         return UsageEvent(
             dedup_key=key, source="proxy", at=time.time(), model=model, profile=proxy.alias,
             agent=proxy.spec.get("agent") or "", provider=proxy.spec.get("provider") or "", session=session,
             request_id=request_id, message_id=usage.message_id or None, **usage.tokens())
+
+
+def _transcript_key(message_id: str | None, session: str | None) -> str | None:
+    """The key Claude Code's transcript gives a response that came without a ``request-id``
+    header (it stores no ``requestId`` then, and ``clown.usage.imports`` keys the line by the
+    ``msg_`` id and the session), so that importing the transcript does not count it again."""
+    if message_id and message_id.startswith("msg_") and session:
+        return f"{message_id}:session:{session}"
+    return None
 
 
 def _with_stream_usage(body: bytes) -> bytes:

@@ -90,6 +90,9 @@ class FakeUpstream:
         self.script_only_with_tools = script_only_with_tools
         # Newer Anthropic responses repeat every usage field in message_delta.
         self.full_delta_usage = full_delta_usage
+        # The header an Anthropic answer carries its request id in: "request-id" (Anthropic's),
+        # "x-request-id" (some compatible providers) or None (none at all).
+        self.anthropic_request_id_header = "request-id"
         self.requests: list[RecordedRequest] = []
         self.unknown_paths: list[str] = []
         self.completed = 0          # responses written to their end
@@ -312,7 +315,8 @@ class _Handler(BaseHTTPRequestHandler):
         model = body.get("model") or "claude-sonnet-4-5"
         usage = fake.usage_of(turn)
         message_id = fake.next_id("msg")
-        headers = {"request-id": fake.next_id("req")}
+        header = fake.anthropic_request_id_header
+        headers = {header: fake.next_id("req")} if header else {}
         if turn.tool_name:
             block = {"type": "tool_use", "id": fake.next_id("toolu"), "name": turn.tool_name,
                      "input": turn.tool_input or {}}

@@ -94,6 +94,7 @@ def worker(tmp_path_factory, upstream):
 @pytest.fixture(autouse=True)
 def fresh_upstream(upstream):
     upstream.mode = None
+    upstream.anthropic_request_id_header = "request-id"
     upstream.requests.clear()
     yield
 
@@ -436,3 +437,36 @@ def test_with_the_store_locked_the_last_byte_waits_for_the_commit(worker, upstre
             blocker.execute("ROLLBACK")
         blocker.close()
         sock.close()
+
+
+@pytest.mark.parametrize("header,session,key", [
+    ("request-id", "sess-1", "{msg}:{req}"),              # ccusage's key, message id:requestId
+    ("x-request-id", "sess-1", "{msg}:session:sess-1"),   # Claude Code stores no requestId then
+    (None, "sess-1", "{msg}:session:sess-1"),
+    (None, None, "proxy:w:"),                             # nothing a transcript could match
+])
+def test_the_usage_key_is_the_one_the_transcript_import_derives(worker, upstream, header, session, key):
+    upstream.anthropic_request_id_header = header
+    sock = connect(worker)
+    try:
+        sock.sendall(request(headers={"X-Claude-Code-Session-Id": session}))
+        status, headers, body = read_response(sock, bytearray())
+    finally:
+        sock.close()
+    assert status == 200
+    message_id = json.loads(body)["id"]
+    request_id = headers.get(header) if header else None
+    conn = sqlite3.connect(worker.home.db)
+    try:
+        stored = conn.execute("SELECT dedup_key, request_id FROM usage_inbox WHERE message_id = ?"
+                              " UNION ALL SELECT dedup_key, request_id FROM usage_events WHERE message_id = ?",
+                              (message_id, message_id)).fetchall()
+    finally:
+        conn.close()
+    assert len(stored) == 1
+    expected = key.format(msg=message_id, req=request_id)
+    if key.startswith("proxy:"):
+        assert stored[0][0].startswith(expected) and len(stored[0][0]) == len(expected) + 32
+    else:
+        assert stored[0][0] == expected
+    assert stored[0][1] == request_id
