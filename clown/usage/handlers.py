@@ -11,9 +11,9 @@ class UsageHandler(ClownHandler):
     api = {"get": Op("Token usage, cost, sessions and runtime for a period", query=UsageQuerySchema,
                      response=UsageReportSchema, errors=(400, 401), tags=["usage"])}
 
-    def get(self):
+    async def get(self):
         query = self.load_query(UsageQuerySchema())
-        self.ok(self.ctx.usage.report(query["period"], query.get("profile"), query.get("model")))
+        self.ok(await self.ctx.usage.report(query["period"], query.get("profile"), query.get("model")))
 
 
 class _ImportHandler(ClownHandler):
@@ -51,6 +51,7 @@ class CodexImportHandler(_ImportHandler):
 
 def setup(ctx) -> None:
     ctx.usage = UsageManager(ctx)
+    ctx.on_close(ctx.usage.close)
 
 
 default_handlers = [

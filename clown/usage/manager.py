@@ -4,14 +4,16 @@ import asyncio
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 
+from clown import store
 from clown.catalog.pricing import current_table
 from clown.paths import check_client_path
 from clown.usage import periods
 from clown.usage.report import build_report
-from clown.usage.store import drain_inbox
+from clown.usage.store import drain_inbox, inbox_waiting
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ class UsageManager:
         self._table = None
         self._table_at = 0.0
         self._importing = False
+        self._drain_lock = asyncio.Lock()
+        self._drain_conn = None
 
     def pricing(self) -> dict:
         """The pricing table in force, re-read at most every few seconds."""
@@ -42,10 +46,27 @@ class UsageManager:
             self._table_at = now
         return self._table
 
-    def report(self, period: str, profile: str | None = None, model: str | None = None) -> dict:
-        # The rows the proxies committed since their writer threads last drained count too.
-        drain_inbox(self.ctx.store)
+    async def report(self, period: str, profile: str | None = None, model: str | None = None) -> dict:
+        # The rows the proxies committed since their writer threads last folded them in count
+        # too: fold them in first, on a thread (the fold waits for the store's write lock,
+        # which an import batch may hold; the event loop must not).
+        if inbox_waiting(self.ctx.store):
+            async with self._drain_lock:
+                await asyncio.to_thread(self._drain)
         return build_report(self.ctx.store, period, self.tz, self.pricing(), profile, model)
+
+    def _drain(self) -> None:
+        if self._drain_conn is None:
+            self._drain_conn = store.connect(self.ctx.home.db)
+        try:
+            drain_inbox(self._drain_conn)
+        except sqlite3.Error as exc:   # the proxies' own drains will fold them in
+            log.warning("could not fold the usage inbox in before a report: %s", exc)
+
+    def close(self) -> None:
+        if self._drain_conn is not None:
+            self._drain_conn.close()
+            self._drain_conn = None
 
     def resolve_dir(self, value: str | None, default: str, field: str) -> str:
         """The import dir: the client's (checked, see clown.paths) or the default under ~."""

@@ -184,3 +184,40 @@ def test_an_import_does_not_recount_what_the_proxy_metered(daemon, tmp_path):
     assert status == 200 and "Found 1 session entries" in reply["data"], reply
     assert report(daemon)["total_tokens"] == before
     assert list(report(daemon)["aggregates"]["by_profile"]) == ["team"]
+
+
+def test_a_report_folds_in_the_inbox_without_holding_up_the_front(daemon):
+    # A proxy's row still in the inbox, and another process holding the store's write lock (as
+    # an import batch does): the report waits for the lock on a thread, the front answers
+    # meanwhile, and the report then counts the row.
+    import sqlite3
+    import threading
+    import time
+
+    db = os.path.join(daemon.home, "clown.db")
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("INSERT INTO usage_inbox (dedup_key, source, profile, agent, model, session, input_tokens,"
+                   " output_tokens, at) VALUES ('msg_1:req_1', 'proxy', 'team', 'claude', 'claude-sonnet-4-5',"
+                   " 's1', 11, 22, ?)", (time.time(),))
+    writer.execute("BEGIN IMMEDIATE")
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(data=report(daemon, "period=today")))
+    try:
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()        # the report waits for the lock ...
+        began = time.monotonic()
+        assert daemon.get("/health")[0] == 200
+        assert time.monotonic() - began < 1.0      # ... and the front does not
+    finally:
+        writer.execute("COMMIT")
+        writer.close()
+    thread.join(15)
+    assert outcome["data"]["total_tokens"] == {"input_tokens": 11, "output_tokens": 22,
+                                               "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    assert list(outcome["data"]["aggregates"]["by_profile"]) == ["team"]
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM usage_inbox").fetchone()[0] == 0
+    finally:
+        conn.close()
