@@ -56,7 +56,7 @@ from clown import clock, store
 from clown.home import Home
 from clown.usage import periods
 from clown.usage.store import (QUARTER_SECS, FoldedBatch, UsageEvent, delete_keys, drain_inbox, hash_unhashed_keys,
-                               record_events, write_folded)
+                               mark_covered, record_events, write_folded)
 
 try:
     from orjson import loads as _loads
@@ -290,8 +290,7 @@ class Importer:
             drain_inbox(self.conn, in_transaction=True)
             self.recorded += write_folded(self.conn, folded, rollup)
             if self.kind == "claude":     # what stats-cache.json must not fill (covered_days)
-                self.conn.executemany("INSERT OR IGNORE INTO usage_transcript_quarters (bucket) VALUES (?)",
-                                      [(bucket,) for bucket in {key[0] for key in rollup.rows[QUARTER_SECS]}])
+                mark_covered(self.conn, [(profile, bucket) for bucket, profile, _ in rollup.rows[QUARTER_SECS]])
             self.write_resume_points(resume_points)
 
     def write_resume_points(self, rows: list) -> None:
@@ -548,7 +547,7 @@ class ClaudeImporter(Importer):
             except ValueError:
                 continue
             for model, total in by_model.items():
-                key = f"stats:{date}:{model}"
+                key = f"stats:{self.profile}:{date}:{model}"
                 if date in covered:
                     stale.append(key)
                     continue
@@ -568,9 +567,10 @@ class ClaudeImporter(Importer):
         return sum(e.input_tokens for e in events), sum(e.output_tokens for e in events)
 
     def covered_days(self) -> set[str]:
-        """Local days in which transcripts had usage, in this import or an earlier one."""
-        return {periods.day_of(row[0], self.tz)
-                for row in self.conn.execute("SELECT bucket FROM usage_transcript_quarters")}
+        """Local days in which this profile's usage is known response by response: from transcripts
+        (this import's or an earlier one's) or metered by its proxy."""
+        return {periods.day_of(row[0], self.tz) for row in self.conn.execute(
+            "SELECT bucket FROM usage_covered_quarters WHERE profile = ?", (self.profile,))}
 
 
 def _model_ratios(model_usage) -> dict:
@@ -597,8 +597,24 @@ def _split(total: int, parts: list | None) -> tuple:
     return tuple(shares)
 
 
+PROXY_WINDOW_SLACK_SECS = 120.0
+
+
 class CodexImporter(Importer):
+    """Codex rollouts carry no response ids to meet the proxy's keys, so a rollout's
+    ``token_count`` that falls in the time span in which the proxy metered that Codex session
+    (its ``session-id`` header is the rollout's session id), widened by
+    ``PROXY_WINDOW_SLACK_SECS``, is taken as already counted and skipped."""
+
     kind = "codex"
+
+    def run(self, root: str) -> None:
+        self.proxied = {session: (first - PROXY_WINDOW_SLACK_SECS, last + PROXY_WINDOW_SLACK_SECS)
+                        for session, first, last in self.conn.execute(
+                            "SELECT session, MIN(at), MAX(at) FROM usage_events"
+                            " WHERE source = 'proxy' AND agent = 'codex' AND session != '' GROUP BY session")}
+        self.metered_by_proxy = 0
+        super().run(root)
 
     def files(self, root: str) -> list[str]:
         sessions = os.path.join(root, "sessions")
@@ -660,10 +676,14 @@ class CodexImporter(Importer):
             at = None
         if at is None:
             return
+        self.found += 1
+        window = self.proxied.get(state["session"])
+        if window is not None and window[0] <= at <= window[1]:
+            self.metered_by_proxy += 1
+            return
         model = state.get("model") or (info.get("model") if isinstance(info.get("model"), str) else "")
         input_all, cached, cache_write, output = delta
         tokens = (max(0, input_all - cached), output, cache_write, cached)
-        self.found += 1
         self.folded.add(UsageEvent(
             dedup_key=f"codex:{state['session']}:{timestamp}:{sum(total)}", source="codex", at=at, model=model,
             profile=self.profile, agent="codex", session=state["session"], input_tokens=tokens[0],
@@ -701,6 +721,7 @@ def run_import(home: Home, kind: str, directory: str, timezone: str | None, prog
     conn.execute("PRAGMA temp_store = MEMORY")
     try:
         hash_unhashed_keys(conn)        # rows stored before the store hashed keys (once)
+        drain_inbox(conn)               # what the proxies metered counts in what follows
         tz = periods.zone(timezone)
         importer_class = ClaudeImporter if kind == "claude" else CodexImporter
         importer = importer_class(conn, tz, None, profile_of_dir(home, directory), progress, home_root=home.root)
@@ -714,6 +735,7 @@ def run_import(home: Home, kind: str, directory: str, timezone: str | None, prog
             "malformed": importer.malformed, "files_read": importer.files_read,
             "files_skipped": importer.files_skipped, "bytes": importer.total_bytes,
             "stats_input_tokens": stats_input, "stats_output_tokens": stats_output,
+            "metered_by_proxy": getattr(importer, "metered_by_proxy", 0),
             "secs": round(time.monotonic() - started, 3),
         }
     finally:
@@ -727,6 +749,9 @@ def describe(result: dict) -> str:
     if result["kind"] == "claude":
         return (f"Imported {result['stats_input_tokens']} input tokens, {result['stats_output_tokens']} output tokens "
                 f"from stats-cache.json. Found {result['found']} session entries from JSONL files" + tail)
+    proxied = result.get("metered_by_proxy") or 0
+    if proxied:
+        tail = tail[:-1] + f"; {proxied} already metered by the proxy)"
     return f"Found {result['found']} token_count entries from Codex rollout files" + tail
 
 

@@ -255,6 +255,13 @@ def commit_to_inbox(conn: sqlite3.Connection, event: UsageEvent) -> None:
     conn.execute(_INBOX_INSERT, row_of(event))
 
 
+def mark_covered(conn: sqlite3.Connection, pairs) -> None:
+    """Record ``(profile, at)`` pairs as 15-minute buckets in which that profile's Claude Code
+    usage is known response by response (what ``stats-cache.json`` must not fill)."""
+    conn.executemany("INSERT OR IGNORE INTO usage_covered_quarters (profile, bucket) VALUES (?, ?)",
+                     {(profile, int(at // QUARTER_SECS) * QUARTER_SECS) for profile, at in pairs})
+
+
 def inbox_waiting(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT EXISTS (SELECT 1 FROM usage_inbox)").fetchone()[0] == 1
 
@@ -281,6 +288,7 @@ def drain_inbox(conn: sqlite3.Connection, in_transaction: bool = False) -> int:
         for row in rows:
             folded.add_row(tuple(row)[1:])
         write_folded(conn, folded, folded.rollup())
+        mark_covered(conn, [(row[3], row[15]) for row in rows if row[4] == "claude"])
         conn.execute("DELETE FROM usage_inbox WHERE id <= ?", (rows[-1][0],))
         moved += len(rows)
 

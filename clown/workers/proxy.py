@@ -55,7 +55,7 @@ from clown.proxy.http import RequestHead
 from clown.proxy.server import DROP_REQUEST, ProxyServer
 from clown.proxy.upstream import Target, UpstreamPool
 from clown.secrets import SecretStore
-from clown.usage.store import UsageEvent, commit_to_inbox, drain_inbox, record_events
+from clown.usage.store import UsageEvent, commit_to_inbox, drain_inbox, mark_covered, record_events
 
 log = logging.getLogger("clown.workers.proxy")
 
@@ -154,6 +154,7 @@ class Meterer:
         with store.transaction(conn):
             drain_inbox(conn, in_transaction=True)
             record_events(conn, events, in_transaction=True)
+            mark_covered(conn, [(event.profile, event.at) for event in events if event.agent == "claude"])
 
     def _drain(self) -> bool:
         """Fold the inbox in; False when the store could not be written (the caller retries)."""

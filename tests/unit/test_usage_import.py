@@ -133,7 +133,7 @@ def _day_totals(db: str) -> dict:
 
 def test_stats_cache_days_covered_by_an_earlier_import_stay_unfilled(tmp_path):
     # The transcript is imported first, stats-cache.json appears later: the day the transcript
-    # covered is still known (usage_transcript_quarters), the others are filled.
+    # covered is still known (usage_covered_quarters), the others are filled.
     home = Home(str(tmp_path / "home"))
     home.ensure()
     project = tmp_path / "claude" / "projects" / "p"
@@ -143,7 +143,7 @@ def test_stats_cache_days_covered_by_an_earlier_import_stay_unfilled(tmp_path):
     _stats_cache(tmp_path / "claude", {"2026-01-10": 999, "2026-01-11": 40})
     result = imports.run_import(home, "claude", str(tmp_path / "claude"), "UTC")
     assert result["files_read"] == 0
-    assert _day_totals(home.db) == {"stats:2026-01-11:claude-sonnet-4-5": 40}
+    assert _day_totals(home.db) == {"stats::2026-01-11:claude-sonnet-4-5": 40}
 
 
 def test_transcript_coverage_is_exact_to_the_quarter_hour_in_half_hour_zones(tmp_path):
@@ -156,4 +156,53 @@ def test_transcript_coverage_is_exact_to_the_quarter_hour_in_half_hour_zones(tmp
     (project / "s.jsonl").write_text(_transcript_line("2026-01-10T18:10:00.000Z", "msg_a", 5) + "\n")
     _stats_cache(tmp_path / "claude", {"2026-01-10": 999, "2026-01-11": 40})
     assert imports.run_import(home, "claude", str(tmp_path / "claude"), "Asia/Kolkata")["found"] == 1
-    assert _day_totals(home.db) == {"stats:2026-01-11:claude-sonnet-4-5": 40}
+    assert _day_totals(home.db) == {"stats::2026-01-11:claude-sonnet-4-5": 40}
+
+
+def test_stats_cache_days_the_proxy_metered_stay_unfilled_and_profiles_keep_their_own_days(tmp_path):
+    # Profile "team" ran Claude Code through its proxy on the 10th (its transcripts are gone since):
+    # its stats-cache.json fills only the 11th. Another Claude dir's stats for the same day and
+    # model count too (their keys carry the profile).
+    from clown.usage.store import UsageEvent, commit_to_inbox
+    home = Home(str(tmp_path / "home"))
+    home.ensure()
+    conn = store.open_store(home.db)
+    try:
+        commit_to_inbox(conn, UsageEvent(dedup_key="msg_p:req_p", source="proxy", at=1768039200.0,  # 10th 10:00Z
+                                         model="claude-sonnet-4-5", profile="team", agent="claude",
+                                         output_tokens=3))
+    finally:
+        conn.close()
+    team_dir = tmp_path / "home" / "profiles" / "team" / ".claude"
+    (team_dir / "projects").mkdir(parents=True)
+    _stats_cache(team_dir, {"2026-01-10": 999, "2026-01-11": 40})
+    imports.run_import(home, "claude", str(team_dir), "UTC")
+    other_dir = tmp_path / "other"
+    (other_dir / "projects").mkdir(parents=True)
+    _stats_cache(other_dir, {"2026-01-11": 5})
+    imports.run_import(home, "claude", str(other_dir), "UTC")
+    assert _day_totals(home.db) == {"stats:team:2026-01-11:claude-sonnet-4-5": 40,
+                                    "stats::2026-01-11:claude-sonnet-4-5": 5}
+
+
+def test_migration_6_seeds_covered_quarters_and_keys_stats_rows_per_profile(tmp_path):
+    db = str(tmp_path / "clown.db")
+    conn = store.connect(db)
+    try:
+        for number, _name, sql in store.migrations()[:5]:
+            for statement in store._statements(sql):
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 5")
+        conn.executemany(
+            "INSERT INTO usage_events (dedup_key, source, profile, agent, model, output_tokens, at, key_hash)"
+            " VALUES (?, ?, ?, ?, 'm', 1, ?, ?)",
+            [("a:b", "claude", "", "claude", 1000.0, 1), ("c:d", "proxy", "team", "claude", 5000.0, 2),
+             ("e:f", "proxy", "cx", "codex", 9000.0, 3), ("stats:2026-01-11:m", "stats-cache", "team", "claude",
+                                                         7000.0, 4)])
+        assert store.migrate(conn) >= 6
+        assert sorted(map(tuple, conn.execute("SELECT profile, bucket FROM usage_covered_quarters"))) == \
+            [("", 900), ("team", 4500)]
+        assert tuple(conn.execute("SELECT dedup_key, key_hash FROM usage_events WHERE source = 'stats-cache'")
+                     .fetchone()) == ("stats:team:2026-01-11:m", None)
+    finally:
+        conn.close()
