@@ -126,7 +126,8 @@ def build_launch(home, catalog, profile_row, secrets, extra_args, working_dir, p
 
     setup = AgentSetup(agent=agent, provider=provider, model=row.get("model"), profile_home=profile_home,
                        cwd=cwd, base_url=base_url, key_secret=key_secret, through_proxy=through_proxy,
-                       secrets=secrets)
+                       secrets=secrets,
+                       real_key_secret=key_secret_name(alias) if secrets.exists(key_secret_name(alias)) else None)
     adapter = ADAPTERS.get(agent.adapter) if agent.adapter else None
     if adapter is not None:
         adapter(setup)

@@ -135,6 +135,7 @@ class ProfileManager:
                 await self.ctx.proxies.stop(alias)
             except Exception as exc:  # a proxy that was never started is not an error here
                 log.info("stopping the proxy of profile %s on delete: %s", alias, exc)
+            self.ctx.proxies.forget(alias)
         self.db.execute("DELETE FROM profiles WHERE alias = ?", (alias,))
         self.ctx.secrets.delete(key_secret_name(alias))
         await asyncio.to_thread(shutil.rmtree, self.ctx.home.profile_home(alias), True)

@@ -256,6 +256,17 @@ class ProxyManager:
         self.ctx.events.publish("proxy", "proxy_stopped", status)
         return status
 
+    def forget(self, alias: str) -> None:
+        """Once the profile is deleted (its proxy stopped): its launch spec (which holds its port
+        out of others' reach), its placeholder and its restart count go too, so that a profile
+        created later under the same alias starts from nothing."""
+        try:
+            os.unlink(self.ctx.home.spec(program_name(alias)))
+        except FileNotFoundError:
+            pass
+        self.ctx.secrets.delete(placeholder_secret_name(alias))
+        self.ctx.store.execute("DELETE FROM program_restarts WHERE program = ?", (program_name(alias),))
+
     async def ensure_running(self, alias: str) -> ProxyEndpoint:
         """Start the proxy unless it runs; what an agent needs to use it."""
         status = await self.start(alias)

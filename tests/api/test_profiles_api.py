@@ -173,3 +173,38 @@ def test_profile_count_of_agent_follows_profiles(daemon):
     assert agents["claude"]["profile_count"] == 2
     assert agents["codex"]["profile_count"] == 0
     assert daemon.get("/api/daemon/status")[1]["data"]["profiles_count"] == 2
+
+
+def test_deleting_a_profile_stops_its_proxy_and_leaves_nothing_of_it(daemon):
+    import socket
+    import sqlite3
+
+    from tests.api.proxy_helpers import add_provider, create_profile
+    from tests.fakes.upstream import FakeUpstream
+
+    with FakeUpstream() as upstream:
+        add_provider(daemon, "fakeanthropic", upstream.url)
+        create_profile(daemon, "team", "fakeanthropic")
+        status, reply = daemon.post("/api/proxy/team/start")
+        assert status == 200, reply
+        port = reply["data"]["port"]
+        spec = os.path.join(daemon.home, "run", "specs", "proxy-team.json")
+        placeholder = os.path.join(daemon.home, "secrets", "profile-team.placeholder")
+        assert os.path.exists(spec) and os.path.exists(placeholder)
+        db = sqlite3.connect(os.path.join(daemon.home, "clown.db"))
+        try:
+            db.execute("INSERT INTO program_restarts (program, restarts, last_restart) VALUES ('proxy-team', 3, 'x')")
+            db.commit()
+        finally:
+            db.close()
+        assert daemon.delete("/api/profiles/team") == (200, {"success": True, "data": {"message": "Profile deleted"}})
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        assert not os.path.exists(spec) and not os.path.exists(placeholder)
+        db = sqlite3.connect(os.path.join(daemon.home, "clown.db"))
+        try:
+            assert db.execute("SELECT COUNT(*) FROM program_restarts WHERE program = 'proxy-team'").fetchone()[0] == 0
+        finally:
+            db.close()
+        status, reply = daemon.get("/api/proxy/status/team")
+        assert status == 404 and reply["success"] is False

@@ -190,3 +190,27 @@ def test_claude_interactive_reaches_the_prompt_without_first_run_screens(world, 
             assert first_run not in everything, text
     finally:
         child.terminate(force=True)
+
+
+def test_claude_through_the_proxy_keeps_no_trace_of_the_real_key_an_earlier_direct_run_approved(world):
+    # Anthropic itself, reached directly: the key goes in ANTHROPIC_API_KEY and its last 20
+    # characters are pre-approved in .claude.json. With the proxy on, that approval goes.
+    from clown.proxy.manager import ProxyEndpoint, placeholder_secret_name
+
+    key = "sk-ant-api03-direct-then-proxied-0123456789abcdefghij"
+    row = world.profile("direct", "claude", "anthropic", key)
+    world.launch(row, [])
+    state_path = os.path.join(world.home.profile_home("direct"), ".claude", ".claude.json")
+    with open(state_path) as handle:
+        assert json.load(handle)["customApiKeyResponses"]["approved"] == [key[-20:]]
+    world.secrets.write(placeholder_secret_name("direct"), "clown-placeholder-xyz")
+    endpoint = ProxyEndpoint(base_url="http://127.0.0.1:9", placeholder_secret=placeholder_secret_name("direct"),
+                             port=9)
+    launch = build_launch(world.home, world.catalog, row, world.secrets, [], None, endpoint,
+                          environ=world.environ)
+    assert launch.secret_env == {"ANTHROPIC_AUTH_TOKEN": placeholder_secret_name("direct")}
+    with open(state_path) as handle:
+        assert json.load(handle)["customApiKeyResponses"]["approved"] == []
+    for path in files_under(world.home.profile_home("direct")):
+        with open(path, "rb") as handle:
+            assert key[-20:].encode() not in handle.read(), path

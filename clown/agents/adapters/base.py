@@ -20,6 +20,7 @@ class AgentSetup:
     env: dict = field(default_factory=dict)
     secret_env: dict = field(default_factory=dict)
     args: list = field(default_factory=list)
+    real_key_secret: str | None = None   # secret NAME of the profile's real key (set even through the proxy)
 
     @property
     def has_credential(self) -> bool:

@@ -26,7 +26,7 @@ def prepare(setup: AgentSetup) -> None:
     setup.env["DISABLE_AUTOUPDATER"] = "1"
     if os.geteuid() == 0:
         setup.env["IS_SANDBOX"] = "1"
-    approved_suffix = None
+    approved_suffix = revoked_suffix = None
     kind = setup.provider.type
     if kind != "self":
         if setup.base_url:
@@ -38,6 +38,11 @@ def prepare(setup: AgentSetup) -> None:
                 approved_suffix = key[-20:] if key else None
             else:
                 setup.secret_env["ANTHROPIC_AUTH_TOKEN"] = setup.key_secret
+                if setup.through_proxy and setup.real_key_secret:
+                    # A run without the proxy approved the real key: its tail must not stay in the
+                    # agent's config now that the agent holds only the placeholder.
+                    key = setup.secrets.read(setup.real_key_secret) or ""
+                    revoked_suffix = key[-20:] if key else None
         if setup.model:
             setup.env["ANTHROPIC_MODEL"] = setup.model
             if kind != "anthropic":
@@ -48,11 +53,14 @@ def prepare(setup: AgentSetup) -> None:
                     setup.env[name] = setup.model
     elif setup.model:
         setup.env["ANTHROPIC_MODEL"] = setup.model
-    write_state(config_dir, setup.cwd, onboarded=kind != "self", approved_suffix=approved_suffix)
+    write_state(config_dir, setup.cwd, onboarded=kind != "self", approved_suffix=approved_suffix,
+                revoked_suffix=revoked_suffix)
 
 
-def write_state(config_dir: str, cwd: str, onboarded: bool, approved_suffix: str | None) -> dict:
-    """Update ``.claude.json`` in ``config_dir``: theme, onboarding, trust of ``cwd``."""
+def write_state(config_dir: str, cwd: str, onboarded: bool, approved_suffix: str | None,
+                revoked_suffix: str | None = None) -> dict:
+    """Update ``.claude.json`` in ``config_dir``: theme, onboarding, trust of ``cwd``, the
+    approved custom API key (its last 20 characters, as Claude Code keeps it)."""
     path = os.path.join(config_dir, STATE_FILE)
     state = read_json_object(path)
     state.setdefault("theme", THEME)
@@ -75,5 +83,10 @@ def write_state(config_dir: str, cwd: str, onboarded: bool, approved_suffix: str
         approved = responses.setdefault("approved", [])
         if approved_suffix not in approved:
             approved.append(approved_suffix)
+    responses = state.get("customApiKeyResponses")
+    if revoked_suffix and isinstance(responses, dict):
+        for name in ("approved", "rejected"):
+            if isinstance(responses.get(name), list):
+                responses[name] = [entry for entry in responses[name] if entry != revoked_suffix]
     write_atomic(path, json.dumps(state, indent=2) + "\n")
     return state
