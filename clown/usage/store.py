@@ -3,7 +3,7 @@
 Every event has a ``dedup_key``; the same key never counts twice. When a key comes again
 (a re-import, a transcript line for a response the proxy already metered, Claude Code
 writing one transcript line per content block), the copy with the larger token total
-wins, as in ccusage; on a tie the row already stored stays. A replacing copy keeps the
+wins, as in ccusage 20 (17.x kept the first copy); on a tie the row already stored stays. A replacing copy keeps the
 stored row's profile, agent, provider and session when it has none of its own (an
 import does not know which clown profile ran the proxy). The rollup rows move
 by the difference in the same transaction, so reports always match the events.

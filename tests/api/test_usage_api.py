@@ -75,8 +75,10 @@ def ccusage_daily(claude_dir, tmp_path):
 
 
 def test_claude_import_counts_exactly_what_ccusage_counts(daemon, tmp_path):
+    # Messages written as two lines carry fewer output tokens on the first: the copy with more
+    # tokens counts, in clown as in ccusage 20 (ccusage 17 kept the first copy).
     claude_dir = tmp_path / "claude"
-    write_claude_corpus(str(claude_dir), sessions=12, entries=25, days=4)
+    write_claude_corpus(str(claude_dir), sessions=12, entries=25, days=4, growing_output=True)
     status, reply = import_claude(daemon, claude_dir)
     assert status == 200, reply
     assert reply["data"].startswith("Imported 0 input tokens, 0 output tokens from stats-cache.json. Found ")

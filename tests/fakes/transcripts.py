@@ -27,8 +27,13 @@ def _line(document: dict) -> str:
 
 
 def claude_session_lines(rng: random.Random, session: str, start: dt.datetime, entries: int, cwd: str,
-                         padding: int = 0):
-    """The lines of one session; yields ``str`` lines."""
+                         padding: int = 0, growing_output: bool = False):
+    """The lines of one session; yields ``str`` lines.
+
+    With ``growing_output``, a message written as two lines (one per content block) carries
+    fewer output tokens on its first line than on its last, as Claude Code writes a block
+    before the answer's final usage is known.
+    """
     moment = start
     parent = None
     for index in range(entries):
@@ -47,12 +52,16 @@ def claude_session_lines(rng: random.Random, session: str, start: dt.datetime, e
         model = rng.choice(MODELS)
         blocks = [{"type": "thinking", "thinking": "hmm " + FILLER[:padding]},
                   {"type": "text", "text": f"answer {index} " + FILLER[:padding]}]
-        for block in blocks[:rng.randint(1, 2)]:   # one line per content block, same message and request
+        written = blocks[:rng.randint(1, 2)]
+        for number, block in enumerate(written):   # one line per content block, same message and request
             assistant_uuid = str(uuid.UUID(int=rng.getrandbits(128)))
+            line_usage = usage
+            if growing_output and number < len(written) - 1:
+                line_usage = dict(usage, output_tokens=max(1, usage["output_tokens"] // 7))
             yield _line({"parentUuid": user_uuid, "isSidechain": False, "userType": "external", "cwd": cwd,
                          "sessionId": session, "version": "2.1.332", "message": {
                              "id": message_id, "type": "message", "role": "assistant", "model": model,
-                             "content": [block], "stop_reason": None, "stop_sequence": None, "usage": usage},
+                             "content": [block], "stop_reason": None, "stop_sequence": None, "usage": line_usage},
                          "requestId": request_id, "type": "assistant", "uuid": assistant_uuid,
                          "timestamp": _ts(moment)})
             parent = assistant_uuid
@@ -63,7 +72,8 @@ def claude_session_lines(rng: random.Random, session: str, start: dt.datetime, e
 
 
 def write_claude_corpus(root: str, sessions: int = 5, entries: int = 20, start: dt.datetime | None = None,
-                        seed: int = 7, days: int = 3, padding: int = 0, target_bytes: int | None = None) -> dict:
+                        seed: int = 7, days: int = 3, padding: int = 0, target_bytes: int | None = None,
+                        growing_output: bool = False) -> dict:
     """Write a corpus under ``root``; returns ``{"files": n, "bytes": n}``.
 
     With ``target_bytes``, sessions are added until the corpus is at least that big.
@@ -79,7 +89,8 @@ def write_claude_corpus(root: str, sessions: int = 5, entries: int = 20, start: 
         begin = start + dt.timedelta(days=rng.randint(0, days - 1), hours=rng.randint(0, 23))
         path = os.path.join(project, session + ".jsonl")
         with open(path, "w") as handle:
-            for line in claude_session_lines(rng, session, begin, entries, f"/home/user/project{index % 4}", padding):
+            for line in claude_session_lines(rng, session, begin, entries, f"/home/user/project{index % 4}", padding,
+                                             growing_output):
                 handle.write(line)
                 written += len(line)
         files += 1
