@@ -61,6 +61,8 @@ log = logging.getLogger("clown.workers.proxy")
 
 PRICING_TTL_SECS = 30.0
 DRAIN_DELAY_SECS = 0.5      # the inbox is drained this long after the first commit that finds it drained
+RETRY_SECS = 1.0            # rows the writer thread could not commit are tried again this often
+RETRY_MAX_ROWS = 100_000    # and at most this many of them are kept (the newest)
 _DRAIN = object()
 _TICK = object()
 
@@ -94,6 +96,7 @@ class Meterer:
         self._conn = None           # the writer thread's
         self._inline = None         # the event loop's
         self._drain_asked = True    # a drain is queued: the first one, for what an earlier run left
+        self._retry: list = []      # rows whose commit failed (the writer thread's), tried again
         self._queue.put(_DRAIN)
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
         self._thread.start()
@@ -175,6 +178,8 @@ class Meterer:
         drain_at = None
         while True:
             timeout = PRICING_TTL_SECS if drain_at is None else max(0.0, drain_at - time.monotonic())
+            if self._retry:
+                timeout = min(timeout, RETRY_SECS)
             try:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
@@ -192,7 +197,7 @@ class Meterer:
                     break
                 stop = item is None
             self._refresh_table()
-            if items:
+            if items or self._retry:
                 self._write_waiting(items)
             if stop or (drain_at is not None and time.monotonic() >= drain_at):
                 drain_at = None if self._drain() else time.monotonic() + DRAIN_DELAY_SECS
@@ -200,11 +205,25 @@ class Meterer:
                 return
 
     def _write_waiting(self, items: list) -> None:
+        """Commit the queued rows (and any that failed before); settle their futures either way.
+
+        A failed commit (the store locked past its busy timeout, the disk full) keeps the rows
+        and tries them again every ``RETRY_SECS``: the responses waiting on them go out (the
+        agent is not held hostage by the store), and the rows count once the store takes them.
+        """
         error = None
+        events = self._retry + [event for event, _, _ in items]
         try:
-            self._write([event for event, _, _ in items])
+            self._write(events)
+            self._retry = []
         except Exception as exc:  # each waiting response logs it
             error = exc
+            if _passing(exc):
+                self._retry = events[-RETRY_MAX_ROWS:]
+                log.error("%d usage rows not committed yet (will retry): %s", len(self._retry), exc)
+            else:
+                self._retry = []
+                log.error("%d usage rows lost: %s", len(events), exc)
         by_loop: dict = {}
         for _, future, loop in items:
             by_loop.setdefault(loop, []).append(future)
@@ -221,6 +240,13 @@ class Meterer:
         if self._inline is not None:
             self._inline.close()
             self._inline = None
+
+
+def _passing(error: Exception) -> bool:
+    """A store error that waiting may cure (a lock held too long, a full disk)."""
+    text = str(error).lower()
+    return isinstance(error, sqlite3.OperationalError) and any(
+        word in text for word in ("locked", "busy", "disk", "full", "i/o"))
 
 
 def _settle(futures: list, error: Exception | None) -> None:

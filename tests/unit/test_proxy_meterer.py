@@ -154,3 +154,32 @@ def test_commit_goes_to_the_writer_thread_while_another_writer_holds_the_store(t
     finally:
         blocker.close()
         meterer.close()
+
+
+def test_rows_the_writer_thread_could_not_commit_are_committed_once_the_store_frees(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(proxy_worker, "RETRY_SECS", 0.1)
+    home = make_home(tmp_path)
+    meterer = Meterer(home, {}, 1)
+    blocker = sqlite3.connect(home.db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+
+    async def main():
+        future = meterer.submit(event("held:r"))
+        try:
+            await asyncio.wait_for(future, 10)
+        except sqlite3.OperationalError as exc:
+            return str(exc)
+        return None
+
+    try:
+        assert asyncio.run(main()) == "database is locked"     # the response went out meanwhile
+        assert committed(home) == 0
+        blocker.execute("COMMIT")
+        deadline = time.monotonic() + 5
+        while committed(home) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rows(home) == 1
+    finally:
+        blocker.close()
+        meterer.close()
