@@ -235,9 +235,11 @@ class ResponseMeter:
         elif self.api == API_CHAT:
             usage = document.get("usage")
             if isinstance(usage, dict):
+                # The latest counts win: some providers repeat a running usage in every chunk.
                 self.usage = openai_usage(usage, Usage(model=str(document.get("model") or ""),
                                                        message_id=str(document.get("id") or "")))
-                self.complete = True
+                if not document.get("choices"):
+                    self.complete = True    # OpenAI's last chunk: the usage, no choices (else [DONE])
 
     # -- JSON --------------------------------------------------------------------------------
 

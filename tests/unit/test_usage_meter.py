@@ -75,9 +75,24 @@ def test_chat_stream_usage_chunk_and_done():
               b'data: {"id":"c1","model":"gpt-5","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":3,'
               b'"prompt_tokens_details":{"cached_tokens":4}}}\n\ndata: [DONE]\n\n')
     meter = ResponseMeter(API_CHAT, True)
-    meter.feed(stream)
+    meter.feed(stream[:stream.index(b"data: [DONE]")])
+    assert meter.complete       # OpenAI's usage chunk (no choices) is the last that counts
+    meter.feed(stream[stream.index(b"data: [DONE]"):])
     usage = meter.finish()
     assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (6, 4, 3)
+
+
+def test_chat_stream_with_a_running_usage_in_every_chunk_counts_the_last_one():
+    chunks = [{"id": "c2", "model": "m", "choices": [{"delta": {"content": "x"}}],
+               "usage": {"prompt_tokens": 10, "completion_tokens": count}} for count in (1, 2, 3)]
+    meter = ResponseMeter(API_CHAT, True)
+    for chunk in chunks:
+        meter.feed(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        assert not meter.complete       # more may come: complete at [DONE]
+    meter.feed(b"data: [DONE]\n\n")
+    assert meter.complete
+    usage = meter.finish()
+    assert (usage.input_tokens, usage.output_tokens) == (10, 3)
 
 
 def test_garbage_never_raises_and_yields_no_usage():
