@@ -54,3 +54,47 @@ def committed_proxy_rows(home: str) -> int:
                             " + (SELECT COUNT(*) FROM usage_inbox WHERE source = 'proxy')").fetchone()[0]
     finally:
         conn.close()
+
+
+def free_port_run(count: int, attempts: int = 50) -> int:
+    """The first of ``count`` consecutive ports that are all free on 127.0.0.1 right now."""
+    import socket
+
+    for _ in range(attempts):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            low = probe.getsockname()[1]
+        if low + count > 65535:
+            continue
+        probes = []
+        try:
+            for port in range(low, low + count):
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+            return low
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
+def files_containing(root: str, needles) -> list[str]:
+    """Every file under ``root`` whose bytes contain one of ``needles`` (str or bytes)."""
+    wanted = [needle.encode() if isinstance(needle, str) else needle for needle in needles]
+    found = []
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(directory, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                continue
+            if any(needle in data for needle in wanted):
+                found.append(path)
+    return found

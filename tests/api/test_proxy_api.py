@@ -4,13 +4,16 @@ import http.client
 import json
 import os
 import signal
+import socket
 import sqlite3
 import threading
 import time
 
+import psutil
 import pytest
 
-from tests.api.proxy_helpers import REAL_KEY, add_provider, committed_proxy_rows, create_profile, placeholder, send
+from tests.api.proxy_helpers import (REAL_KEY, add_provider, committed_proxy_rows, create_profile, free_port_run,
+                                     placeholder, send)
 from tests.clownd import free_port, wait_for
 from tests.fakes.upstream import FakeUpstream
 
@@ -254,7 +257,87 @@ def test_kill_9_mid_request_restarts_on_the_same_port_and_loses_nothing(setup, u
     upstream.mode = None
     assert send(port, "/v1/messages", {"model": "claude-sonnet-4-5"}, {"x-api-key": token})[0] == 200
     _, reply = setup.get("/api/usage?period=today")
-    assert reply["data"]["total_tokens"]["output_tokens"] >= 40     # both completed responses, none lost
+    # Exactly the two completed responses (100/20/10/50 each): none lost, none counted twice,
+    # and nothing for the response the crash cut off.
+    assert reply["data"]["total_tokens"] == {"input_tokens": 200, "output_tokens": 40,
+                                             "cache_creation_input_tokens": 20, "cache_read_input_tokens": 100}
     db = sqlite3.connect(os.path.join(setup.home, "clown.db"))
     reasons = [row[0] for row in db.execute("SELECT reason FROM proxy_runs ORDER BY id")]
     assert reasons[0] == "crashed"
+
+
+def program_names(daemon) -> set[str]:
+    status, reply = daemon.get("/api/daemon/status")
+    assert status == 200, reply
+    return {program["name"] for program in reply["data"]["programs"]}
+
+
+def test_deleting_a_profile_stops_its_running_proxy(setup):
+    data = start(setup)
+    port, pid = data["port"], data["pid"]
+    assert "proxy-team" in program_names(setup)
+    status, reply = setup.delete("/api/profiles/team")
+    assert (status, reply) == (200, {"success": True, "data": {"message": "Profile deleted"}})
+    assert "proxy-team" not in program_names(setup)
+    assert "proxy-team" not in setup.supervisorctl("status")
+    assert not psutil.pid_exists(pid)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    status, reply = setup.get("/api/proxy/status/team")
+    assert (status, reply) == (404, {"success": False, "error": "Profile 'team' not found"})
+    status, reply = setup.get("/api/proxy/status")
+    assert (status, reply) == (200, {"success": True, "data": []})
+
+
+def test_a_terminal_session_of_a_proxy_on_profile_starts_the_proxy_first(setup, upstream):
+    create_profile(setup, "auto", "fakeanthropic", agent_id="shell", proxy=True)
+    status, reply = setup.get("/api/proxy/status/auto")
+    assert status == 200
+    assert (reply["data"]["enabled"], reply["data"]["status"], reply["data"]["pid"]) == (True, "stopped", None)
+    status, reply = setup.post("/api/terminal/sessions", {"profile_alias": "auto"})
+    assert status == 200, reply
+    session_id = reply["data"]["session_id"]
+    # The proxy runs by the time the session is created, before the agent could need it.
+    status, reply = setup.get("/api/proxy/status/auto")
+    assert status == 200
+    proxy = reply["data"]
+    assert (proxy["profile"], proxy["enabled"], proxy["status"]) == ("auto", True, "running")
+    assert psutil.pid_exists(proxy["pid"])
+    _, listing = setup.get("/api/proxy/status")
+    assert [(p["profile"], p["port"], p["status"]) for p in listing["data"]] == [("auto", proxy["port"], "running")]
+    token = placeholder(setup, "auto")
+    status, _, body = send(proxy["port"], "/v1/messages", {"model": "claude-sonnet-4-5"}, {"x-api-key": token})
+    assert status == 200 and json.loads(body)["type"] == "message"
+    assert upstream.requests[-1].headers["x-api-key"] == REAL_KEY
+    # The shell holds the placeholder, never the real key.
+    session = wait_for(lambda: (s := setup.get(f"/api/terminal/sessions/{session_id}")[1]["data"])["pid"] and s,
+                       message="the session's pid")
+    with open(f"/proc/{session['pid']}/environ", "rb") as handle:
+        environ = handle.read()
+    assert REAL_KEY.encode() not in environ and REAL_KEY[-20:].encode() not in environ
+    assert b"ANTHROPIC_API_KEY=" + token.encode() + b"\0" in environ
+    assert setup.delete(f"/api/terminal/sessions/{session_id}") == (200, {"success": True})
+
+
+def test_a_port_of_the_range_taken_by_another_listener_is_skipped(daemon_factory, upstream):
+    low = free_port_run(4)
+    taken_loopback = socket.socket()
+    taken_any = socket.socket()
+    try:
+        taken_loopback.bind(("127.0.0.1", low))
+        taken_loopback.listen()
+        taken_any.bind(("0.0.0.0", low + 1))
+        taken_any.listen()
+        daemon = daemon_factory(toml=f"[proxy]\nport_range = [{low}, {low + 3}]\n")
+        add_provider(daemon, "fakeanthropic", upstream.url)
+        create_profile(daemon, "team", "fakeanthropic")
+        data = start(daemon)
+        assert data["port"] == low + 2
+        status, _, _ = send(low + 2, "/v1/messages", {"model": "claude-sonnet-4-5"},
+                            {"x-api-key": placeholder(daemon, "team")})
+        assert status == 200
+        assert taken_loopback.getsockname() == ("127.0.0.1", low)      # the other listeners keep their ports
+        assert taken_any.getsockname() == ("0.0.0.0", low + 1)
+    finally:
+        taken_loopback.close()
+        taken_any.close()
