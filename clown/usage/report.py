@@ -3,8 +3,9 @@
 Costs are computed at report time from the pricing table in force, per model, from the
 summed tokens (cost is linear in tokens, so this equals the sum of per-event costs); a
 model without a price counts in tokens, costs 0 and is listed in ``unpriced_models``.
-Sessions are the distinct non-empty ``session`` values whose first-to-last event span
-overlaps the period; a session's runtime is that span clipped to the period.
+Sessions are the distinct non-empty ``session`` values with usage in the period (a
+15-minute bucket of ``usage_session_quarters`` inside it; with a model filter, usage of that
+model); a session's runtime is its first-to-last usage span clipped to the period.
 """
 
 import datetime as dt
@@ -177,12 +178,18 @@ def build_report(conn: sqlite3.Connection, period: str, tz, table: dict[str, Pri
         _add(day_entry["tokens"], values)
         day_entry["cost"]["total_cost"] += cost["total_cost"]
 
-    # Sessions: those whose first-to-last span overlaps the period; runtime clipped to it.
+    # Sessions: those with usage in the period; runtime: their span clipped to it.
     session_where, session_params = [], []
     low, high = (start, end) if start is not None else (-1e18, 1e18)
     if start is not None:
         session_where.append("last_at >= ? AND first_at < ?")
         session_params += [start, end]
+        used = ("EXISTS (SELECT 1 FROM usage_session_quarters q WHERE q.profile = s.profile"
+                " AND q.session = s.session AND q.bucket >= ? AND q.bucket < ?")
+        session_params += [start, end]
+        if model is not None:
+            used += " AND q.model = s.model"
+        session_where.append(used + ")")
     if profile is not None:
         session_where.append("profile = ?")
         session_params.append(profile)
@@ -195,7 +202,7 @@ def build_report(conn: sqlite3.Connection, period: str, tz, table: dict[str, Pri
     sessions_table = "usage_session_models" if model is not None else "usage_sessions"
     for name, count, runtime in conn.execute(
             "SELECT profile, COUNT(*), SUM(MAX(0, MIN(last_at, ?) - MAX(first_at, ?)))"
-            f" FROM {sessions_table}{session_condition} GROUP BY profile", [high, low, *session_params]):
+            f" FROM {sessions_table} s{session_condition} GROUP BY profile", [high, low, *session_params]):
         total_sessions += count
         runtime_total += runtime or 0.0
         entry = by_profile.get(name)

@@ -91,6 +91,9 @@ _SESSION = (
     "INSERT INTO usage_sessions (profile, session, first_at, last_at, events) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT(profile, session) DO UPDATE SET first_at = min(first_at, excluded.first_at),"
     " last_at = max(last_at, excluded.last_at), events = events + excluded.events")
+_SESSION_QUARTER = (
+    "INSERT INTO usage_session_quarters (profile, session, bucket, model, events) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT(profile, session, bucket, model) DO UPDATE SET events = events + excluded.events")
 _SESSION_MODEL = (
     "INSERT INTO usage_session_models (profile, session, model, first_at, last_at, events) VALUES (?, ?, ?, ?, ?, ?)"
     " ON CONFLICT(model, profile, session) DO UPDATE SET first_at = min(first_at, excluded.first_at),"
@@ -105,6 +108,7 @@ class _RollupBatch:
         self.rows = {size: {} for size in ROLLUP_TABLES}
         self.sessions: dict[tuple, list] = {}
         self.session_models: dict[tuple, list] = {}
+        self.session_quarters: dict[tuple, int] = {}    # (profile, session, quarter, model) -> events
         self.shrunk = False
 
     def add(self, profile, model, session, at, tokens, events: int) -> None:
@@ -124,6 +128,8 @@ class _RollupBatch:
                 if at > row[5]:
                     row[5] = at
         if session:
+            quarter = (profile, session, int(at // QUARTER_SECS) * QUARTER_SECS, model)
+            self.session_quarters[quarter] = self.session_quarters.get(quarter, 0) + events
             for rows, key in ((self.sessions, (profile, session)), (self.session_models, (profile, session, model))):
                 row = rows.get(key)
                 if row is None:
@@ -142,9 +148,11 @@ class _RollupBatch:
         batch = cls()
         quarters = batch.rows[QUARTER_SECS]
         session_models = batch.session_models
+        session_quarters = batch.session_quarters
         for row in rows:
             at = row[14]
-            key = (int(at // QUARTER_SECS) * QUARTER_SECS, row[2], row[5])
+            bucket = int(at // QUARTER_SECS) * QUARTER_SECS
+            key = (bucket, row[2], row[5])
             total = quarters.get(key)
             if total is None:
                 quarters[key] = [row[7], row[8], row[9], row[10], 1, at]
@@ -157,6 +165,8 @@ class _RollupBatch:
                 if at > total[5]:
                     total[5] = at
             if row[6]:
+                key = (row[2], row[6], bucket, row[5])
+                session_quarters[key] = session_quarters.get(key, 0) + 1
                 key = (row[2], row[6], row[5])
                 span = session_models.get(key)
                 if span is None:
@@ -199,6 +209,7 @@ class _RollupBatch:
         if self.sessions:
             conn.executemany(_SESSION, [(*key, *values) for key, values in self.sessions.items()])
             conn.executemany(_SESSION_MODEL, [(*key, *values) for key, values in self.session_models.items()])
+            conn.executemany(_SESSION_QUARTER, [(*key, events) for key, events in self.session_quarters.items()])
         if self.shrunk:
             for size, rows in self.rows.items():
                 conn.executemany(f"DELETE FROM {ROLLUP_TABLES[size]} WHERE bucket = ? AND profile = ? AND model = ?"
@@ -207,6 +218,8 @@ class _RollupBatch:
                              list(self.sessions))
             conn.executemany("DELETE FROM usage_session_models WHERE profile = ? AND session = ? AND model = ?"
                              " AND events <= 0", list(self.session_models))
+            conn.executemany("DELETE FROM usage_session_quarters WHERE profile = ? AND session = ? AND bucket = ?"
+                             " AND model = ? AND events <= 0", list(self.session_quarters))
 
 
 def _tokens(event: UsageEvent) -> tuple:
@@ -236,6 +249,8 @@ def record_event(conn: sqlite3.Connection, event: UsageEvent) -> int:
         if event.session:
             conn.execute(_SESSION, (event.profile, event.session, at, at, 1))
             conn.execute(_SESSION_MODEL, (event.profile, event.session, event.model, at, at, 1))
+            conn.execute(_SESSION_QUARTER, (event.profile, event.session, int(at // QUARTER_SECS) * QUARTER_SECS,
+                                            event.model, 1))
     return 1
 
 

@@ -236,3 +236,31 @@ def test_an_import_drains_the_inbox_before_its_copy_of_a_metered_response(tmp_pa
         assert list(report["aggregates"]["by_profile"]) == ["work"]
     finally:
         connection.close()
+
+
+def test_a_session_counts_in_a_period_only_with_usage_in_it(conn):
+    # Usage on Monday and on Friday: on Wednesday the session was open but used nothing.
+    monday = dt.datetime(2026, 1, 19, 10, 0, tzinfo=UTC).timestamp()
+    friday = dt.datetime(2026, 1, 23, 10, 0, tzinfo=UTC).timestamp()
+    wednesday_noon = dt.datetime(2026, 1, 21, 12, 0, tzinfo=UTC).timestamp()
+    record_events(conn, [event("mon", monday), event("fri", friday)])
+    wednesday = build_report(conn, "today", UTC, TABLE, now=wednesday_noon)
+    assert (wednesday["total_sessions"], wednesday["total_runtime_secs"]) == (0, 0)
+    week = build_report(conn, "week", UTC, TABLE, now=wednesday_noon)
+    assert (week["total_sessions"], week["total_runtime_secs"]) == (1, int(friday - monday))
+    friday_report = build_report(conn, "today", UTC, TABLE, now=friday + 60)
+    assert (friday_report["total_sessions"], friday_report["total_runtime_secs"]) == (1, 10 * 3600)
+
+
+def test_session_buckets_follow_replacements_and_deletions(conn):
+    # A copy with more tokens moves the event to its own time; a deleted event takes its bucket away.
+    early = dt.datetime(2026, 1, 21, 1, 0, tzinfo=UTC).timestamp()
+    late = dt.datetime(2026, 1, 21, 14, 0, tzinfo=UTC).timestamp()
+    record_events(conn, [event("k", early, output_tokens=1), event("gone", early + 3600)])
+    record_events(conn, [event("k", late, output_tokens=50)])
+    rows = sorted(tuple(row) for row in conn.execute("SELECT bucket, events FROM usage_session_quarters"))
+    assert rows == [(int(early + 3600), 1), (int(late), 1)]
+    with store.transaction(conn):
+        delete_keys(conn, ["gone"])
+    rows = sorted(tuple(row) for row in conn.execute("SELECT bucket, events FROM usage_session_quarters"))
+    assert rows == [(int(late), 1)]
