@@ -184,12 +184,14 @@ def build_report(conn: sqlite3.Connection, period: str, tz, table: dict[str, Pri
     if start is not None:
         session_where.append("last_at >= ? AND first_at < ?")
         session_params += [start, end]
-        used = ("EXISTS (SELECT 1 FROM usage_session_quarters q WHERE q.profile = s.profile"
-                " AND q.session = s.session AND q.bucket >= ? AND q.bucket < ?")
-        session_params += [start, end]
+        # A span inside the period had its usage there; only one that crosses a bound needs a look
+        # at its buckets.
+        used = ("(first_at >= ? AND last_at < ? OR EXISTS (SELECT 1 FROM usage_session_quarters q"
+                " WHERE q.profile = s.profile AND q.session = s.session AND q.bucket >= ? AND q.bucket < ?")
+        session_params += [start, end, start, end]
         if model is not None:
             used += " AND q.model = s.model"
-        session_where.append(used + ")")
+        session_where.append(used + "))")
     if profile is not None:
         session_where.append("profile = ?")
         session_params.append(profile)
