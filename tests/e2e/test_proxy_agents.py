@@ -85,6 +85,14 @@ def test_codex_turn_through_the_proxy_is_metered(daemon_factory, tmp_path):
     _, reply = daemon.get("/api/usage?period=today")
     tokens = reply["data"]["total_tokens"]
     assert (tokens["input_tokens"], tokens["cache_read_input_tokens"], tokens["output_tokens"]) == (200, 100, 40)
+    # Codex's own rollout of the same turns: found, recognised as metered, not counted again.
+    status, answer = daemon.post("/api/usage/import-codex?codex_dir=" + urllib.parse.quote(str(codex_home)),
+                                 timeout=60)
+    assert status == 200, answer
+    assert answer["data"].startswith("Found 2 token_count entries from Codex rollout files (0 new or grown")
+    assert answer["data"].endswith("; 2 already metered by the proxy)")
+    _, after = daemon.get("/api/usage?period=today")
+    assert after["data"]["total_tokens"] == tokens
 
 
 TOKENS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
