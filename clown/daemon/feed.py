@@ -56,7 +56,12 @@ class StoreFeed:
     def _usage_events(self) -> None:
         # Each row is looked at once: up to the newest id at this moment, proxy rows only.
         newest = self._max_id("usage_events")
-        if newest <= self.last_usage_event:
+        if newest < self.last_usage_event:
+            # The newest rows were deleted (an import dropping stale stats-cache rows): SQLite
+            # gives their ids out again, so follow from the id it will use next.
+            self.last_usage_event = newest
+            return
+        if newest == self.last_usage_event:
             return
         rows = self.ctx.store.execute(
             "SELECT id, profile, model, input_tokens, output_tokens, cache_creation_input_tokens,"
