@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4008
 CLOSE_NOT_FOUND = 4004
+# A client with more than the relay's WRITE_HIGH (1 MiB) waiting for it that takes none of
+# it for this long has stopped reading: closed with 4008. The worker cannot tell it so
+# itself: the relay has stopped reading that client's worker connection, so the worker's
+# ``closing`` would wait behind the output the client does not take.
+SLOW_CLIENT_SECS = 3.0
 
 
 def setup(ctx) -> None:
@@ -107,14 +112,16 @@ class TerminalRelay(ServerWebSocket):
     The front keeps no copy of the stream: each client has its own connection to the
     worker, which sends the ring then live output, and each output frame from the worker
     becomes one WebSocket frame written straight to the client's socket. When the client
-    does not read, its socket buffer passes WRITE_HIGH, this relay stops reading the
-    worker, and the worker drops the connection past ``client_backlog_bytes``; the client
-    is then closed with 4008 "client too slow" and may reconnect for the ring. When the
-    worker does not take keystrokes, the relay stops reading the client.
+    does not read, its socket buffer passes WRITE_HIGH and this relay stops reading the
+    worker (whose own backlog for the connection then grows: past ``client_backlog_bytes``
+    it drops it). A client that takes none of its bytes for SLOW_CLIENT_SECS meanwhile
+    is closed with 4008 "client too slow" here, and its worker connection with it (so
+    ``client_count`` is exact at once); it may reconnect for the ring. When the worker does
+    not take keystrokes, the relay stops reading the client.
     """
 
     def __init__(self, ctx, session_id: str, ping_interval: float):
-        super().__init__(ctx.config.terminal.max_message_bytes, ping_interval)
+        super().__init__(ctx.config.terminal.max_message_bytes, ping_interval, stall_secs=SLOW_CLIENT_SECS)
         self.ctx = ctx
         self.session_id = session_id
         self.client = None
@@ -227,6 +234,17 @@ class TerminalRelay(ServerWebSocket):
         self._ws_paused = False
         if self.client is not None:
             self.client.resume_reading()
+
+    def on_stalled(self) -> None:
+        """The client stopped reading (see SLOW_CLIENT_SECS): close it with 4008 behind what
+        it has not taken (dropped CLOSE_GRACE_SECS later if it never reads), and leave the
+        worker at once."""
+        log.info("terminal %s: closing a client that takes nothing (%d bytes waiting)",
+                 self.session_id, self.buffered())
+        self._worker_closing = True
+        self.close(CLOSE_TOO_SLOW, "client too slow")
+        if self.client is not None:
+            asyncio.ensure_future(self.client.close())
 
     # ---- client → worker
 

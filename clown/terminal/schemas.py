@@ -11,8 +11,9 @@ class TerminalCreateSchema(Schema):
         r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", error="must be a profile alias (letters, digits, _ and -, 1-64)"))
     args = fields.List(fields.String(validate=validate.Length(max=4096)), load_default=list,
                        validate=validate.Length(max=MAX_ARGS))
-    cols = fields.Integer(load_default=80, validate=validate.Range(min=1, max=1000))
-    rows = fields.Integer(load_default=24, validate=validate.Range(min=1, max=500))
+    # strict: 80.5 and "80" are refused (400 naming the field), not rounded or parsed
+    cols = fields.Integer(load_default=80, strict=True, validate=validate.Range(min=1, max=1000))
+    rows = fields.Integer(load_default=24, strict=True, validate=validate.Range(min=1, max=500))
     working_dir = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=4096))
 
 

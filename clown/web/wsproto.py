@@ -12,8 +12,9 @@ to ``max_message_bytes`` (1009 past it), UTF-8 text (1007 otherwise), ping → p
 the closing handshake (the close frame goes out after what is queued; the socket is
 dropped ``CLOSE_GRACE_SECS`` later if the client does not answer), a keep-alive ping every
 ``ping_interval`` seconds (the connection is dropped when nothing came back for two
-intervals), and write flow control through ``on_pause``/``on_resume``. No extensions
-(permessage-deflate is not offered) and no subprotocols.
+intervals), write flow control through ``on_pause``/``on_resume``, and ``on_stalled``
+when the client, with more than WRITE_HIGH waiting for it, takes none of it for
+``stall_secs``. No extensions (permessage-deflate is not offered) and no subprotocols.
 """
 
 import asyncio
@@ -38,6 +39,8 @@ WRITE_LOW = 256 * 1024
 MAX_BUFFERED = 8 * WRITE_HIGH
 # Fragments of one message, however small: a stream of empty continuations is refused.
 MAX_FRAGMENTS = 4096
+# How often a paused connection (more than WRITE_HIGH unsent) is looked at for progress.
+STALL_CHECK_SECS = 0.25
 _SMALL = struct.Struct("!BB")
 _MEDIUM = struct.Struct("!BBH")
 _LARGE = struct.Struct("!BBQ")
@@ -117,7 +120,7 @@ async def accept(handler: tornado.web.RequestHandler, connection: "ServerWebSock
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     loop = asyncio.get_running_loop()
     await loop.connect_accepted_socket(lambda: connection, sock=sock)
-    connection.transport.write(
+    connection._write(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: " + accept_value(key).encode("ascii") + b"\r\n\r\n")
     connection.early_data(early)
@@ -132,12 +135,20 @@ class ServerWebSocket(asyncio.Protocol):
     ``on_message(data, binary)`` gets each whole message (``bytes`` for binary, ``str``
     for text); ``on_close(code, reason)`` runs once when the connection is gone (``code``
     is the client's close code, 1006 when there was none); ``on_pause()``/``on_resume()``
-    when the outgoing buffer passes WRITE_HIGH / falls under WRITE_LOW.
+    when the outgoing buffer passes WRITE_HIGH / falls under WRITE_LOW; ``on_stalled()``
+    (with ``stall_secs`` set) once the buffer is past WRITE_HIGH and the client has taken
+    none of it for ``stall_secs``: the client stopped reading.
     """
 
-    def __init__(self, max_message_bytes: int, ping_interval: float = 30.0):
+    def __init__(self, max_message_bytes: int, ping_interval: float = 30.0, stall_secs: float = 0.0):
         self.max_message_bytes = max_message_bytes
         self.ping_interval = ping_interval
+        self.stall_secs = stall_secs
+        self.sent_bytes = 0            # every byte handed to the transport
+        self._write_paused = False
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stall_since = 0.0        # loop time the client last took bytes while paused
+        self._taken_at_look = 0
         self.transport: asyncio.Transport | None = None
         self.closing = False           # our close frame is queued (or the transport is gone)
         self.closed = False
@@ -165,6 +176,9 @@ class ServerWebSocket(asyncio.Protocol):
         pass
 
     def on_resume(self) -> None:
+        pass
+
+    def on_stalled(self) -> None:
         pass
 
     def start_reading(self) -> None:
@@ -196,10 +210,12 @@ class ServerWebSocket(asyncio.Protocol):
         if self.closing:
             return False
         if binary:
-            self.transport.write(frame_header(BINARY, len(data)) + data)
+            frame = frame_header(BINARY, len(data)) + data
         else:
             payload = data.encode("utf-8")
-            self.transport.write(frame_header(TEXT, len(payload)) + payload)
+            frame = frame_header(TEXT, len(payload)) + payload
+        self.sent_bytes += len(frame)
+        self.transport.write(frame)
         if self.transport.get_write_buffer_size() > MAX_BUFFERED:
             self.abort()
             return False
@@ -214,8 +230,9 @@ class ServerWebSocket(asyncio.Protocol):
         if self.closing:
             return
         self.closing = True
+        self._stop_stall_watch()
         payload = _CLOSE_CODE.pack(code) + reason.encode("utf-8")[:123]
-        self.transport.write(frame_header(CLOSE, len(payload)) + payload)
+        self._write(frame_header(CLOSE, len(payload)) + payload)
         self._close_timer = self._loop.call_later(CLOSE_GRACE_SECS, self.abort)
         if not self._reading:   # for the client's answering close frame
             self.start_reading()
@@ -254,6 +271,7 @@ class ServerWebSocket(asyncio.Protocol):
         if self.closed:
             return
         self.closed = self.closing = True
+        self._stop_stall_watch()
         for timer in (self._ping_timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
@@ -262,10 +280,48 @@ class ServerWebSocket(asyncio.Protocol):
         self.on_close(self.close_code, self.close_reason)
 
     def pause_writing(self):
+        self._write_paused = True
+        if self.stall_secs and not self.closing:
+            self._taken_at_look = self._taken()
+            self._stall_since = self._loop.time()
+            self._stop_stall_watch()
+            self._stall_timer = self._loop.call_later(STALL_CHECK_SECS, self._check_stall)
         self.on_pause()
 
     def resume_writing(self):
+        self._write_paused = False
+        self._stop_stall_watch()
         self.on_resume()
+
+    # ---- a client that stops reading
+
+    def _write(self, frame: bytes) -> None:
+        self.sent_bytes += len(frame)
+        self.transport.write(frame)
+
+    def _taken(self) -> int:
+        """Bytes of frames the kernel has taken from us."""
+        return self.sent_bytes - self.transport.get_write_buffer_size()
+
+    def _stop_stall_watch(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _check_stall(self) -> None:
+        """While paused: did the client take any of its bytes since the last look?"""
+        self._stall_timer = None
+        if self.closing or not self._write_paused:
+            return
+        now = self._loop.time()
+        taken = self._taken()
+        if taken > self._taken_at_look:
+            self._taken_at_look = taken
+            self._stall_since = now
+        elif now - self._stall_since >= self.stall_secs:
+            self.on_stalled()
+            return
+        self._stall_timer = self._loop.call_later(STALL_CHECK_SECS, self._check_stall)
 
     # ---- frames
 
@@ -307,7 +363,7 @@ class ServerWebSocket(asyncio.Protocol):
         self._received_since_ping = True
         if opcode == PING:
             if not self.closing:
-                self.transport.write(frame_header(PONG, len(payload)) + payload)
+                self._write(frame_header(PONG, len(payload)) + payload)
                 if self.transport.get_write_buffer_size() > MAX_BUFFERED:
                     self.abort()
             return
@@ -357,7 +413,7 @@ class ServerWebSocket(asyncio.Protocol):
         if not self.closing:   # answer with the same code, then hang up
             self.closing = True
             echo = payload[:2]
-            self.transport.write(frame_header(CLOSE, len(echo)) + echo)
+            self._write(frame_header(CLOSE, len(echo)) + echo)
         self.transport.close()
 
     def _fail(self, code: int, reason: str) -> None:
@@ -376,5 +432,5 @@ class ServerWebSocket(asyncio.Protocol):
             return
         self._received_since_ping = False
         if not self.closing:
-            self.transport.write(frame_header(PING, 0))
+            self._write(frame_header(PING, 0))
         self._ping_timer = self._loop.call_later(self.ping_interval, self._keepalive)

@@ -10,12 +10,13 @@ Launch spec (JSON, 0600, written by the front before the worker starts)::
 
     {"session_id": "...", "argv": ["claude", "..."], "env": {"HOME": "...", ...},
      "secret_env": {"ANTHROPIC_AUTH_TOKEN": "profile-work.key"},
-     "cwd": "/abs/dir", "cols": 80, "rows": 24,
+     "cwd": "/abs/dir", "cols": 80, "rows": 24, "term": null,
      "scrollback_bytes": 1048576, "client_backlog_bytes": 4194304}
 
 The child's environment is exactly ``env`` plus the ``secret_env`` values read from the
-home's SecretStore (``TERM=xterm-256color`` when ``env`` has no TERM); nothing is inherited
-from the worker.
+home's SecretStore, with ``TERM`` set to ``term`` (the TERM the profile itself sets; the
+front passes null when it sets none): ``xterm-256color`` when null, whatever TERM ``env``
+carried over from the daemon's own environment. Nothing is inherited from the worker.
 
 Lifetime: the ``terminal_sessions`` row goes ``starting`` (inserted by the front) →
 ``running`` (pid, pid_started, worker_pid) → ``terminated`` (exit_code or exit_signal,
@@ -65,6 +66,9 @@ log = logging.getLogger("clown.workers.terminal")
 
 DEFAULT_SCROLLBACK_BYTES = 1024 * 1024
 DEFAULT_CLIENT_BACKLOG_BYTES = 4 * 1024 * 1024
+# The terminal at the other end is xterm.js: the agent is told so, unless its profile says
+# otherwise (the spec's ``term``).
+DEFAULT_TERM = "xterm-256color"
 SIGNAL_ALLOWLIST = frozenset({1, 2, 3, 9, 15, 18, 19, 20})
 READ_SIZE = 64 * 1024
 # Most PTY bytes read per loop iteration: client sockets get their turn in between,
@@ -84,8 +88,10 @@ DRAIN_SECS = 5.0
 REAP_SECS = 5.0
 # How long a client closed as too slow has to take its last bytes and the reason.
 SLOW_CLIENT_GRACE_SECS = 5.0
-# How long clients that are all behind may hold the agent's output back (see _throttle).
-STALL_SECS = 2.0
+# A client with bytes waiting that takes none of them for this long is stalled: it no
+# longer holds the agent's output back (see _throttle) nor the worker's exit (see
+# _drain_clients). Short, so one client that stops reading freezes the others only this long.
+STALL_SECS = 0.25
 THROTTLE_CHECK_SECS = 0.01
 PARENT_POLL_SECS = 1.0
 REASON_TERMINATED = "terminated"
@@ -154,6 +160,7 @@ class LaunchSpec:
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
                 raise SpecError(f"{name} must map strings to strings")
         self.cwd = _field(raw, "cwd", str)
+        self.term = _field(raw, "term", str, DEFAULT_TERM) or DEFAULT_TERM
         self.cols = _field(raw, "cols", int, 80)
         self.rows = _field(raw, "rows", int, 24)
         if not (1 <= self.cols <= 1000 and 1 <= self.rows <= 500):
@@ -176,7 +183,7 @@ class LaunchSpec:
         return cls(raw)
 
     def child_env(self, secrets: SecretStore) -> dict:
-        """The child's whole environment: ``env``, then the secrets, then a default TERM."""
+        """The child's whole environment: ``env``, then the secrets, then TERM."""
         env = dict(self.env)
         for variable, secret_name in self.secret_env.items():
             try:
@@ -188,7 +195,7 @@ class LaunchSpec:
                             secret_name, variable)
                 continue
             env[variable] = value
-        env.setdefault("TERM", "xterm-256color")
+        env["TERM"] = self.term
         return env
 
 
@@ -303,7 +310,11 @@ class ClientConnection(asyncio.Protocol):
         self.paused = False
         # Snapshot bytes allowed in the backlog on top of client_backlog_bytes.
         self.snapshot_allowance = 0
-        # Loop time this client last took bytes (its transport drained) or was caught up.
+        # Progress (see ``stalled``): every byte handed to this connection, how many of
+        # them the kernel had taken at the last look, and the loop time it last took some
+        # (or had next to nothing waiting).
+        self.sent = 0
+        self.taken_at_look = 0
         self.last_progress = asyncio.get_running_loop().time()
 
     def connection_made(self, transport):
@@ -344,9 +355,29 @@ class ClientConnection(asyncio.Protocol):
         """Bytes accepted for this client and not yet handed to the kernel."""
         return self.transport.get_write_buffer_size() + self.queued
 
+    def stalled(self, now: float, caught_up: int = 0) -> bool:
+        """Look at the client's progress: True when it has had more than ``caught_up``
+        bytes waiting and taken none of them for STALL_SECS.
+
+        Progress is the kernel taking some of its bytes since the last look (its backlog
+        shrank net of what was added), not its transport draining below a mark: a client
+        that reads keeps counting however far behind it is; one that stopped reading is
+        found out within STALL_SECS."""
+        backlog = self.backlog()
+        taken = self.sent - backlog
+        if backlog <= caught_up or taken > self.taken_at_look:
+            self.last_progress = now
+        self.taken_at_look = taken
+        return now - self.last_progress > STALL_SECS
+
+    def restart_stall_clock(self, now: float) -> None:
+        self.taken_at_look = self.sent - self.backlog()
+        self.last_progress = now
+
     def send(self, frame) -> None:
         if self.gone:
             return
+        self.sent += len(frame)
         if self.paused or self.queue:
             self.queue.append(frame)
             self.queued += len(frame)
@@ -370,20 +401,22 @@ class ClientConnection(asyncio.Protocol):
             return
         self.queue.clear()
         self.queued = 0
-        self.transport.write(frames.encode_control(last))
+        frame = frames.encode_control(last)
+        self.sent += len(frame)
+        self.transport.write(frame)
         transport = self.transport
         self.close()
         asyncio.get_running_loop().call_later(deadline, transport.abort)
 
     def abort(self, why: str) -> None:
-        """Drop the connection now, discarding what is queued."""
+        """Drop the connection now, discarding what is queued (also one being closed)."""
         if not self.gone:
             log.info("dropping a client: %s", why)
             self.gone = True
             self.queue.clear()
             self.queued = 0
             self.worker.forget(self)
-            self.transport.abort()
+        self.transport.abort()
 
 
 # --- the worker -------------------------------------------------------------------------
@@ -416,6 +449,7 @@ class TerminalWorker:
         self._pty_eof = False
         self._throttled = False
         self._terminate_requesters: list[ClientConnection] = []
+        self._stop_requested = False   # SIGTERM/SIGINT: supervisor wants us gone
         self._ending: asyncio.Task | None = None
         self._stop_before_spawn: str | None = None
         self._exited: asyncio.Future | None = None
@@ -430,7 +464,7 @@ class TerminalWorker:
         self._loop = asyncio.get_running_loop()
         self._exited = self._loop.create_future()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(signum, self.end_session, REASON_DAEMON_STOPPED)
+            self._loop.add_signal_handler(signum, self._on_stop_signal)
         self._loop.add_signal_handler(signal.SIGCHLD, self._reap)
         await self._listen()
         try:
@@ -489,6 +523,12 @@ class TerminalWorker:
                            worker_pid=os.getpid())
         self._loop.add_reader(self.fd, self._on_pty_readable)
         self._reap()   # a child that died at once, before the SIGCHLD handler saw it
+
+    def _on_stop_signal(self) -> None:
+        """supervisor stops us (DELETE after the session ended, clownd stopping): end the
+        session if it still runs, and do not wait for clients to drain (_drain_clients)."""
+        self._stop_requested = True
+        self.end_session(REASON_DAEMON_STOPPED)
 
     def end_session(self, reason: str) -> None:
         """Kill the PTY's whole session (terminate op, SIGTERM, orphaned); idempotent."""
@@ -577,13 +617,21 @@ class TerminalWorker:
 
     async def _drain_clients(self) -> None:
         """Give every client (those being closed as too slow too) up to DRAIN_SECS to
-        take what is queued for it, then close them all."""
-        deadline = self._loop.time() + DRAIN_SECS
-        while self.clients and self._loop.time() < deadline:
+        take what is queued for it, then close them all. Only clients that keep taking
+        bytes are waited for: one that takes nothing for STALL_SECS is dropped, and a
+        stop signal (supervisor's stopProcess after a DELETE) ends the wait at once."""
+        now = self._loop.time()
+        deadline = now + DRAIN_SECS
+        for client in self.clients:
+            client.restart_stall_clock(now)
+        while self.clients and not self._stop_requested and now < deadline:
             for client in list(self.clients):
                 if client.backlog() == 0:
                     client.close()
+                elif client.stalled(now):
+                    client.abort("it takes nothing while the session ends")
             await asyncio.sleep(0.01)
+            now = self._loop.time()
         for client in list(self.clients):
             client.close()
         await asyncio.sleep(0)
@@ -682,8 +730,9 @@ class TerminalWorker:
     # backlog behind (a browser on a slow link, or twenty clients sharing one busy front),
     # stop reading the PTY so the agent writes at the pace of the slowest reading client,
     # as on a real terminal, instead of closing it: every client that reads gets every
-    # byte. A client that has taken nothing for STALL_SECS no longer holds the agent back:
-    # its backlog then passes its limit and it is closed (4008).
+    # byte. A client that has taken nothing for STALL_SECS (ClientConnection.stalled) no
+    # longer holds the agent back: the others go on, its backlog passes its limit and it
+    # is closed (4008); should it read again before that, it counts again.
 
     def _all_clients_behind(self) -> bool:
         """Some attached client that still reads is more than half its backlog behind."""
@@ -692,10 +741,8 @@ class TerminalWorker:
         now = self._loop.time()
         threshold = self.spec.client_backlog_bytes // 2
         reading_and_behind = False
-        for client in self.attached:
-            if client.backlog() <= threshold:
-                client.last_progress = now
-            elif now - client.last_progress <= STALL_SECS:
+        for client in self.attached:   # every one: each look updates its progress
+            if not client.stalled(now, threshold) and client.backlog() > threshold:
                 reading_and_behind = True
         return reading_and_behind
 

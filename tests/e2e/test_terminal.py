@@ -1,5 +1,7 @@
 """Terminal sessions through the real stack: clownd, supervisord, a term worker, a PTY, a WebSocket."""
 
+import concurrent.futures
+import configparser
 import json
 import os
 import signal
@@ -9,6 +11,7 @@ import time
 import psutil
 import pytest
 
+from clown.home import Home
 from tests.clownd import Daemon, wait_for
 from tests.e2e.terminal_client import TerminalClient
 
@@ -139,6 +142,61 @@ def test_ctrl_c_stops_a_flood(shell):
     client.read_until(b"calm-9", timeout=20)
 
 
+def test_signal_is_a_real_signal_even_with_isig_off(shell):
+    # With isig off the line discipline turns no character into SIGINT: only a signal sent
+    # to the foreground process group stops sleep.
+    session_id = create_session(shell, "term")
+    client = open_shell(shell, session_id)
+    client.type("stty -isig; stty -a | grep -o -- '-isig' | sed s/^/no-/; sleep 300; echo after-$((1+1))\n")
+    client.read_until(b"no--isig\r\n")
+    sleeper = wait_for(lambda: [p for p in psutil.Process(session(shell, session_id)["pid"]).children()
+                                if p.name() == "sleep"], message="sleep to start")[0]
+    client.ws.send(b"\x03")   # a Ctrl-C keystroke does nothing now
+    time.sleep(0.3)
+    assert sleeper.is_running() and sleeper.status() != psutil.STATUS_ZOMBIE
+    client.control({"type": "signal", "signal": 2})
+    wait_for(lambda: not sleeper.is_running() or sleeper.status() == psutil.STATUS_ZOMBIE, message="sleep to die")
+    client.type("stty isig; echo still-$((2+3))\n")
+    client.read_until(b"still-5")
+    assert b"after-2" not in client.output
+
+
+def test_ctrl_c_keystroke_stops_a_flood(shell):
+    session_id = create_session(shell, "term")
+    client = open_shell(shell, session_id)
+    client.type("yes flood\n")
+    client.read_until(b"flood\r\nflood\r\n" * 50)
+    client.ws.send(b"\x03")   # binary: a keystroke, through the PTY's line discipline
+    leader = psutil.Process(session(shell, session_id)["pid"])
+    wait_for(lambda: not [p for p in leader.children() if p.name() == "yes"], timeout=10, message="yes to stop")
+    client.type("echo calm-$((3*3))\n")
+    client.read_until(b"calm-9", timeout=20)
+
+
+def programs(daemon) -> set[str]:
+    return {program["name"] for program in daemon.get("/api/daemon/status")[1]["data"]["programs"]}
+
+
+def test_each_session_is_a_supervisor_program_removed_with_it(shell):
+    conf_d = Home(shell.home).conf_d
+    session_id = create_session(shell, "term")
+    wait_state(shell, session_id, "running")
+    conf = configparser.ConfigParser(interpolation=None)
+    assert conf.read(os.path.join(conf_d, f"term-{session_id}.conf"))
+    section = conf[f"program:term-{session_id}"]
+    assert (section["startsecs"], section["autorestart"]) == ("0", "unexpected")
+    assert f"term-{session_id}" in programs(shell)
+    assert shell.delete(f"/api/terminal/sessions/{session_id}") == (200, {"success": True})
+    assert f"term-{session_id}" not in programs(shell)
+    assert not os.path.exists(os.path.join(conf_d, f"term-{session_id}.conf"))
+    ended = create_session(shell, "term", args=["-c", "exit 0"])
+    wait_state(shell, ended, "terminated")
+    assert shell.post("/api/terminal/cleanup") == (200, {"success": True})
+    assert f"term-{ended}" not in programs(shell)
+    assert not os.path.exists(os.path.join(conf_d, f"term-{ended}.conf"))
+    assert [name for name in os.listdir(conf_d) if name.startswith("term-") and session_id in name] == []
+
+
 def test_terminate_kills_the_whole_session_background_jobs_included(shell):
     session_id = create_session(shell, "term")
     client = open_shell(shell, session_id)
@@ -231,6 +289,10 @@ def test_bad_create_bodies(shell):
         ({"profile_alias": "../etc"}, "body field 'profile_alias': must be a profile alias"),
         ({"profile_alias": "term", "cols": 0}, "body field 'cols': Must be greater than or equal to 1"),
         ({"profile_alias": "term", "rows": 501}, "body field 'rows': Must be greater than or equal to 1"),
+        ({"profile_alias": "term", "cols": 80.5}, "body field 'cols': Not a valid integer."),
+        ({"profile_alias": "term", "cols": 80.0}, "body field 'cols': Not a valid integer."),
+        ({"profile_alias": "term", "rows": "24"}, "body field 'rows': Not a valid integer."),
+        ({"profile_alias": "term", "cols": True}, "body field 'cols': Not a valid integer."),
         ({"profile_alias": "term", "args": "ls"}, "body field 'args': Not a valid list."),
         ({"profile_alias": "term", "working_dir": "relative"}, "working_dir: must be an absolute path"),
         ({"profile_alias": "term", "working_dir": "/nonexistent-dir-xyz"}, "working_dir: /nonexistent-dir-xyz does not exist"),
@@ -243,6 +305,7 @@ def test_bad_create_bodies(shell):
         assert reply["error"].startswith(message), (body, reply)
     assert shell.post("/api/terminal/sessions", body={"profile_alias": "ghost"}) == (
         404, {"success": False, "error": "Profile 'ghost' not found"})
+    assert shell.get("/api/terminal/sessions") == (200, {"success": True, "data": []})
 
 
 def test_working_dir_is_used(shell, tmp_path):
@@ -259,6 +322,50 @@ def test_max_sessions_gives_429(daemon_factory):
     create_session(daemon, "term")
     assert daemon.post("/api/terminal/sessions", body={"profile_alias": "term"}) == (
         429, {"success": False, "error": "max_sessions reached: 2 terminal sessions are live"})
+
+
+def test_max_sessions_holds_for_concurrent_creates(daemon_factory):
+    daemon = daemon_factory(toml="[terminal]\nmax_sessions = 2\n")
+    make_profile(daemon)
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        replies = list(pool.map(lambda _: daemon.post("/api/terminal/sessions", body={"profile_alias": "term"}),
+                                range(10)))
+    assert sorted(status for status, _ in replies) == [200] * 2 + [429] * 8
+    assert [reply for status, reply in replies if status == 429] == [
+        {"success": False, "error": "max_sessions reached: 2 terminal sessions are live"}] * 8
+    listed = daemon.get("/api/terminal/sessions")[1]["data"]
+    assert sorted(s["id"] for s in listed) == sorted(r["data"]["session_id"] for status, r in replies
+                                                     if status == 200)
+    # A slot is given back when its session ends, and not taken by a create that fails.
+    assert daemon.post("/api/terminal/sessions", body={"profile_alias": "term", "working_dir": "/nonexistent-x"}
+                       )[0] == 400
+    assert daemon.delete(f"/api/terminal/sessions/{listed[0]['id']}") == (200, {"success": True})
+    create_session(daemon, "term")
+    assert daemon.post("/api/terminal/sessions", body={"profile_alias": "term"})[0] == 429
+
+
+def test_defaults_term_size_and_working_dir(daemon_factory):
+    daemon = daemon_factory(env={"TERM": "dumb"})   # the daemon's own TERM is not the terminal's
+    make_profile(daemon)
+    home = daemon.get("/api/profiles/term")[1]["data"]["profile_home"]
+    session_id = create_session(daemon, "term")
+    client = open_shell(daemon, session_id)
+    # $((1)): the answers, not the echo of the command line, have "t1=" etc. in them
+    client.type("echo \"t$((1))=$TERM\"; echo \"s$((1))=$(stty size)\"; echo \"c$((1))=$(pwd)\"\n")
+    output = client.read_until(b"c1=" + home.encode() + b"\r\n")
+    assert b"t1=xterm-256color\r\n" in output and b"s1=24 80\r\n" in output, output[-300:]
+    data = session(daemon, session_id)
+    assert (data["cols"], data["rows"], data["working_dir"]) == (80, 24, home)
+
+
+def test_a_profile_that_sets_term_keeps_it(daemon_factory):
+    daemon = daemon_factory(env={"TERM": "dumb"})
+    status, reply = daemon.post("/api/profiles", body={"agent_id": "shell", "alias": "vt", "provider_id": "self",
+                                                       "env": {"TERM": "vt100"}})
+    assert status == 200, reply
+    client = open_shell(daemon, create_session(daemon, "vt"))
+    client.type("echo \"t$((1))=$TERM\"\n")
+    client.read_until(b"t1=vt100\r\n")
 
 
 def test_killing_web_loses_no_session_and_no_byte(shell):

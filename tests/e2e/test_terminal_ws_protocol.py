@@ -12,10 +12,13 @@ import json
 import os
 import socket
 import struct
+import time
 
 import pytest
 
-from tests.e2e.test_terminal import create_session, make_profile
+from tests.clownd import Daemon, wait_for
+from tests.e2e.terminal_client import TerminalClient
+from tests.e2e.test_terminal import create_session, make_profile, session
 
 ECHO = ["-c", "stty raw -echo; printf READY; exec cat"]
 
@@ -32,7 +35,8 @@ class RawClient:
         self.buffer = b""
         while b"\r\n\r\n" not in self.buffer:
             self.buffer += self._recv()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        head, rest = self.buffer.split(b"\r\n\r\n", 1)
+        self.buffer = bytearray(rest)
         lines = head.decode().split("\r\n")
         assert lines[0] == "HTTP/1.1 101 Switching Protocols", head
         expected = base64.b64encode(hashlib.sha1(key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
@@ -52,14 +56,14 @@ class RawClient:
         while True:
             if len(self.buffer) >= 2:
                 size, start = self.buffer[1] & 0x7F, 2
-                if size == 126 and len(self.buffer) >= 4:
-                    size, start = struct.unpack_from("!H", self.buffer, 2)[0], 4
-                elif size == 127 and len(self.buffer) >= 10:
-                    size, start = struct.unpack_from("!Q", self.buffer, 2)[0], 10
-                if size < 126 and len(self.buffer) >= start + size:
+                if size == 126:
+                    size, start = (struct.unpack_from("!H", self.buffer, 2)[0], 4) if len(self.buffer) >= 4 else (0, 0)
+                elif size == 127:
+                    size, start = (struct.unpack_from("!Q", self.buffer, 2)[0], 10) if len(self.buffer) >= 10 else (0, 0)
+                if start and len(self.buffer) >= start + size:
                     assert not self.buffer[1] & 0x80, "server frames are never masked"
-                    opcode, payload = self.buffer[0] & 0x0F, self.buffer[start:start + size]
-                    self.buffer = self.buffer[start + size:]
+                    opcode, payload = self.buffer[0] & 0x0F, bytes(self.buffer[start:start + size])
+                    del self.buffer[:start + size]
                     return opcode, payload
             self.buffer += self._recv()
 
@@ -73,15 +77,19 @@ class RawClient:
 
     def closed_with(self) -> int:
         """Read to the server's close frame: its code; then the server hangs up."""
+        code = self.close_frame()[0]
+        try:
+            while self._recv():
+                pass
+        except EOFError:
+            return code
+
+    def close_frame(self) -> tuple[int, str]:
+        """Read to the server's close frame: (code, reason)."""
         while True:
             opcode, payload = self.recv()
             if opcode == 8:
-                code = struct.unpack("!H", payload[:2])[0]
-                try:
-                    while self._recv():
-                        pass
-                except EOFError:
-                    return code
+                return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
 
 
 def frame(opcode: int, payload: bytes, fin: bool = True, mask: bool = True, first: int | None = None) -> bytes:
@@ -195,3 +203,100 @@ def test_a_bad_upgrade_gets_the_clown_envelope(echo_session, headers, status, me
     daemon, session_id = echo_session
     assert raw_request(daemon, f"/ws/terminal/{session_id}", headers) == (status, {"success": False,
                                                                                   "error": message})
+
+
+# --- a client that never reads --------------------------------------------------------------
+#
+# A raw socket that stops reading after the scrollback is what a hung browser tab looks like
+# to the server: the kernel buffers fill, then the relay's, then the worker's.
+
+FLOOD = ["-c", "stty -echo; printf READY; read go; exec yes"]
+
+
+def stalled_client(daemon, session_id: str) -> RawClient:
+    """A client that reads the scrollback, then never reads again."""
+    client = RawClient(daemon, f"/ws/terminal/{session_id}")
+    assert json.loads(client.recv()[1]) == {"type": "connected", "session_id": session_id}
+    client.output_until(b"READY")
+    return client
+
+
+def test_a_client_that_never_reads_does_not_stall_the_others(shared_daemon):
+    make_profile(shared_daemon, "stall")
+    session_id = create_session(shared_daemon, "stall", args=FLOOD)
+    stalled = stalled_client(shared_daemon, session_id)
+    reader = TerminalClient(shared_daemon, session_id)
+    reader.read_until(b"READY")
+    reader.type("\n")   # the flood starts
+    reader.read_until(b"y\r\n")
+    last, gaps = time.monotonic(), []
+    end = last + 4.0   # the old rule froze everyone for 2 s once the stalled client fell behind
+    while time.monotonic() < end:
+        if reader.pump(0.05):
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+    assert max(gaps) < 1.0, sorted(gaps)[-5:]
+    stream = bytes(reader.output[reader.output.index(b"READY") + len(b"READY"):])
+    whole = len(stream) // 3 * 3
+    assert whole > 1_000_000 and stream[:whole] == b"y\r\n" * (whole // 3)
+    assert shared_daemon.delete(f"/api/terminal/sessions/{session_id}") == (200, {"success": True})
+    stalled.sock.close()
+
+
+@pytest.fixture(scope="module")
+def roomy_daemon(tmp_path_factory):
+    """A backlog limit far above the output the tests make: the worker keeps a client that
+    stops reading (and holds its backlog), so what is seen is the relay's rule and the
+    end of a session with a stalled client attached."""
+    daemon = Daemon(tmp_path_factory.mktemp("roomy"), toml="[terminal]\nclient_backlog_bytes = 67108864\n").start()
+    make_profile(daemon, "stall")
+    yield daemon
+    try:
+        daemon.stop()
+    finally:
+        daemon.kill_everything()
+
+
+BURST = ["-c", "stty -echo; printf READY; read go; head -c 30000000 /dev/zero | tr '\\0' a; exec cat"]
+
+
+def test_a_client_that_never_reads_is_closed_with_4008_and_leaves_the_count(roomy_daemon):
+    daemon = roomy_daemon
+    session_id = create_session(daemon, "stall", args=BURST)
+    stalled = stalled_client(daemon, session_id)
+    assert session(daemon, session_id)["client_count"] == 1
+    stalled.send(2, b"\n")   # it types, but reads nothing
+    # The worker keeps it (its backlog is under the limit): the relay sees it take nothing
+    # and closes it; before, it sat there until the keep-alive gave up on it (~60 s).
+    wait_for(lambda: session(daemon, session_id)["client_count"] == 0, timeout=15,
+             message="the stalled client to be dropped")
+    # The close frame waits behind what the client never took: reading now finds it.
+    assert stalled.close_frame() == (4008, "client too slow")
+    assert session(daemon, session_id)["state"] == "running"
+    again = RawClient(daemon, f"/ws/terminal/{session_id}")   # it may come back for the ring
+    assert json.loads(again.recv()[1]) == {"type": "connected", "session_id": session_id}
+    ring = b""
+    while len(ring) < 1024 * 1024:   # the ring: the last 1 MiB of the output
+        opcode, payload = again.recv()
+        assert opcode == 2
+        ring += payload
+    assert ring == b"a" * len(ring)
+    assert session(daemon, session_id)["client_count"] == 1
+    again.sock.close()
+
+
+def test_delete_with_a_client_that_never_reads_is_quick(roomy_daemon):
+    daemon = roomy_daemon
+    session_id = create_session(daemon, "stall", args=BURST)
+    stalled = stalled_client(daemon, session_id)
+    stalled.send(2, b"\n")   # the burst starts; the worker holds most of it for the client
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert daemon.delete(f"/api/terminal/sessions/{session_id}") == (200, {"success": True})
+    elapsed = time.monotonic() - started
+    # It waited for the stalled client to drain: until the relay gave up on it (3 s after
+    # it stopped taking bytes) or 5 s, with supervisor's stopProcess blocked meanwhile.
+    assert elapsed < 1.5, elapsed
+    assert session(daemon, session_id)["state"] == "terminated"
+    stalled.sock.close()

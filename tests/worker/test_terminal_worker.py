@@ -578,6 +578,73 @@ def test_worker_memory_stays_flat_under_a_flood_with_a_stalled_client(worker_fac
     stalled.close()
 
 
+def test_a_stalled_client_is_found_out_fast_and_holds_the_agent_back_only_briefly(worker_factory):
+    # 6 MB under a 4 MiB limit: the reader is paced, the stalled one falls behind, stops
+    # counting after STALL_SECS and is closed with 4008 once past its limit.
+    total = 6_000_000
+    worker = worker_factory(sh(QUIET + f"read go; head -c {total} /dev/zero | tr '\\0' a; read x"))
+    worker.start()
+    stalled = worker.client()
+    reader = worker.client()
+    reader.wait_ready()
+    reader.send_input(b"\n")
+    gaps, last = [], time.monotonic()
+    while len(reader.output) - reader.ready_at < total:
+        reader.record(reader.frame())
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
+    assert max(gaps) < 1.0, sorted(gaps)[-3:]   # the old rule: a 2 s freeze
+    assert reader.since_ready() == b"a" * total
+    stalled.read_to_eof()
+    assert stalled.controls[-1] == {"op": "closing", "code": 4008, "reason": "client too slow"}
+
+
+def test_a_session_ending_with_a_stalled_client_does_not_wait_for_it(worker_factory):
+    # 3 MB under an 8 MiB limit: the stalled client is kept and still owes most of it when
+    # the agent exits. The reader gets everything and the end; the worker leaves at once.
+    total = 3_000_000
+    worker = worker_factory(sh(QUIET + f"read go; head -c {total} /dev/zero | tr '\\0' a; exit 3"),
+                            client_backlog_bytes=8 * 1024 * 1024)
+    worker.start()
+    stalled = worker.client()
+    reader = worker.client()
+    reader.wait_ready()
+    reader.send_input(b"\n")
+    started = time.monotonic()
+    reader.pump(lambda: any(c["op"] == "state" for c in reader.controls), timeout=30)
+    assert reader.since_ready() == b"a" * total
+    assert reader.controls[-1]["exit_code"] == 3
+    assert worker.wait(timeout=15) == 0
+    assert time.monotonic() - started < 2.5   # it waited DRAIN_SECS (5 s) for the stalled one
+    stalled.close()
+
+
+def test_sigterm_while_clients_drain_ends_the_wait(worker_factory):
+    # A client that reads, slowly, still owes megabytes when the session ends: the worker
+    # would wait for it (DRAIN_SECS), but supervisor stopping it (SIGTERM) means leave now.
+    total = 12_000_000
+    worker = worker_factory(sh(QUIET + f"read go; head -c {total} /dev/zero | tr '\\0' a; exit 0"),
+                            client_backlog_bytes=32 * 1024 * 1024)
+    worker.start()
+    slow = worker.client()
+    slow.wait_ready()
+    slow.send_input(b"\n")
+    deadline = time.monotonic() + TIMEOUT
+    while worker.row()["state"] != "terminated":   # ~3 MB/s: it keeps taking bytes
+        assert time.monotonic() < deadline
+        slow.read_once(32 * 1024)
+        time.sleep(0.01)
+    worker.process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    while worker.process.poll() is None and time.monotonic() - started < 10:
+        slow.read_once(32 * 1024)
+        time.sleep(0.01)
+    assert worker.wait() == 0
+    assert time.monotonic() - started < 1.5
+    assert len(slow.output) - len(READY) < total
+
+
 # --- ending -----------------------------------------------------------------------------
 
 def test_exit_code_is_recorded_and_sent_and_the_ring_dumped(worker_factory):
@@ -738,7 +805,8 @@ def test_a_session_that_cannot_start_is_recorded_terminated(worker_factory, argv
 # --- environment ------------------------------------------------------------------------
 
 def test_the_child_env_is_exactly_the_spec_env_plus_secrets(worker_factory):
-    worker = worker_factory(["/usr/bin/env"], env={"PATH": CHILD_PATH, "FOO": "bar"},
+    # TERM from env (the daemon's own, carried over) is not the terminal's: xterm.js is
+    worker = worker_factory(["/usr/bin/env"], env={"PATH": CHILD_PATH, "FOO": "bar", "TERM": "dumb"},
                             secret_env={"API_TOKEN": "profile-test.key"})
     SecretStore(worker.home.secrets).write("profile-test.key", "s3cret-value")
     worker.start(wait_socket=False)
@@ -747,6 +815,14 @@ def test_the_child_env_is_exactly_the_spec_env_plus_secrets(worker_factory):
     assert sorted(data.decode().split("\r\n")) == sorted(
         ["", "PATH=" + CHILD_PATH, "FOO=bar", "API_TOKEN=s3cret-value", "TERM=xterm-256color"])
     assert "s3cret-value" not in worker.stderr()
+
+
+def test_the_spec_term_is_the_child_term(worker_factory):
+    worker = worker_factory(["/bin/sh", "-c", "echo \"TERM=$TERM\""], env={"PATH": CHILD_PATH, "TERM": "dumb"},
+                            term="vt100")
+    worker.start(wait_socket=False)
+    assert worker.wait() == 0
+    assert load_scrollback(os.path.join(worker.home.scrollback, worker.session_id))[1] == b"TERM=vt100\r\n"
 
 
 def test_the_child_runs_in_the_spec_cwd(worker_factory, tmp_path):
