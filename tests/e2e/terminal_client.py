@@ -11,7 +11,10 @@ from websockets.frames import Close
 class TerminalClient:
     def __init__(self, daemon, session_id: str, expect_connected: bool = True, **connect_args):
         self.url = daemon.url.replace("http://", "ws://") + f"/ws/terminal/{session_id}"
-        self.ws = websockets.sync.client.connect(self.url, open_timeout=10, max_size=None, **connect_args)
+        # Entered as a context manager would be (websockets 17.1 deprecates using it bare);
+        # closed by close().
+        self.ws = websockets.sync.client.connect(self.url, open_timeout=10, max_size=None,
+                                                 **connect_args).__enter__()
         self.output = bytearray()
         self.controls: list[dict] = []
         self.closed = None
