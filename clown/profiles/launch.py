@@ -60,10 +60,12 @@ def key_secret_name(alias: str) -> str:
 
 
 def base_environment(environ) -> dict[str, str]:
-    """The allowlisted part of ``environ``, with a ``TERM`` always set."""
+    """The allowlisted part of ``environ``, with ``TERM`` = xterm-256color: the agent's
+    terminal is clown's (xterm.js, or a tmux pane), whatever TERM the daemon itself was
+    started with. The agent's manifest or the profile's ``env`` may set another."""
     env = {name: value for name, value in environ.items()
            if name in ENV_ALLOWLIST or name.startswith(ENV_PREFIXES)}
-    env.setdefault("TERM", DEFAULT_TERM)
+    env["TERM"] = DEFAULT_TERM
     env.setdefault("PATH", os.defpath)
     return env
 

@@ -136,8 +136,7 @@ class TerminalManager:
         sessions that wrap the agent (a sandbox, a resumed conversation). Raises
         TerminalError 404 (no such profile), 429 (``max_sessions`` reached), 500.
         """
-        profile = self.ctx.store.execute("SELECT * FROM profiles WHERE alias = ?", (profile_alias,)).fetchone()
-        if profile is None:
+        if self.ctx.store.execute("SELECT 1 FROM profiles WHERE alias = ?", (profile_alias,)).fetchone() is None:
             raise TerminalError(404, f"Profile '{profile_alias}' not found")
         limit = self.ctx.config.terminal.max_sessions
         # The slot is taken here, before the first await: creates running side by side
@@ -151,8 +150,8 @@ class TerminalManager:
                 launch = await self.ctx.profiles.launch(profile_alias, list(args), working_dir)
             spare = self._spares.popleft() if self._spares else None
             session_id = spare or str(uuid.uuid4())
-            self._write_spec(session_id, launch, cols, rows, self._explicit_term(profile))   # first: a spare
-            self.ctx.store.execute(                                                  # starts once the row exists
+            self._write_spec(session_id, launch, cols, rows)   # first: a spare starts once the row exists
+            self.ctx.store.execute(
                 "INSERT INTO terminal_sessions (id, profile_alias, state, created_at, cols, rows, argv, working_dir,"
                 " agent_session_id) VALUES (?, ?, 'starting', ?, ?, ?, ?, ?, ?)",
                 (session_id, profile_alias, clock.utc_iso(), cols, rows, json.dumps(launch.argv), launch.cwd,
@@ -231,29 +230,11 @@ class TerminalManager:
                 except SupervisorError as exc:
                     log.warning("removing %s: %s", info["name"], exc)
 
-    def _explicit_term(self, profile) -> str | None:
-        """The TERM the profile's own ``env`` (or its agent manifest's ``env``) sets, if any.
-
-        Otherwise the session gets ``TERM=xterm-256color`` from its worker, whatever TERM
-        the daemon itself was started with: the terminal is xterm.js, not clownd's."""
-        try:
-            own = json.loads(profile["env"] or "{}")
-        except (TypeError, ValueError):
-            own = {}
-        if isinstance(own, dict) and isinstance(own.get("TERM"), str) and own["TERM"]:
-            return own["TERM"]
-        catalog = getattr(self.ctx, "catalog", None)
-        agent = catalog.agent(profile["agent_id"]) if catalog is not None else None
-        manifest_env = getattr(agent, "env", None) or {}
-        term = manifest_env.get("TERM")
-        return term if isinstance(term, str) and term else None
-
-    def _write_spec(self, session_id: str, launch, cols: int, rows: int, term: str | None = None) -> None:
+    def _write_spec(self, session_id: str, launch, cols: int, rows: int) -> None:
         spec = {
             "session_id": session_id,
             "argv": launch.argv,
             "env": launch.env,
-            "term": term,
             "secret_env": launch.secret_env,
             "cwd": launch.cwd,
             "cols": cols,

@@ -10,13 +10,12 @@ Launch spec (JSON, 0600, written by the front before the worker starts)::
 
     {"session_id": "...", "argv": ["claude", "..."], "env": {"HOME": "...", ...},
      "secret_env": {"ANTHROPIC_AUTH_TOKEN": "profile-work.key"},
-     "cwd": "/abs/dir", "cols": 80, "rows": 24, "term": null,
+     "cwd": "/abs/dir", "cols": 80, "rows": 24,
      "scrollback_bytes": 1048576, "client_backlog_bytes": 4194304}
 
 The child's environment is exactly ``env`` plus the ``secret_env`` values read from the
-home's SecretStore, with ``TERM`` set to ``term`` (the TERM the profile itself sets; the
-front passes null when it sets none): ``xterm-256color`` when null, whatever TERM ``env``
-carried over from the daemon's own environment. Nothing is inherited from the worker.
+home's SecretStore (``env`` carries the TERM the launch chose: ``xterm-256color`` unless the
+profile sets another; a spec without one gets ``xterm-256color``). Nothing is inherited from the worker.
 
 Lifetime: the ``terminal_sessions`` row goes ``starting`` (inserted by the front) →
 ``running`` (pid, pid_started, worker_pid) → ``terminated`` (exit_code or exit_signal,
@@ -66,8 +65,7 @@ log = logging.getLogger("clown.workers.terminal")
 
 DEFAULT_SCROLLBACK_BYTES = 1024 * 1024
 DEFAULT_CLIENT_BACKLOG_BYTES = 4 * 1024 * 1024
-# The terminal at the other end is xterm.js: the agent is told so, unless its profile says
-# otherwise (the spec's ``term``).
+# The terminal at the other end is xterm.js: a spec whose env sets no TERM gets this one.
 DEFAULT_TERM = "xterm-256color"
 SIGNAL_ALLOWLIST = frozenset({1, 2, 3, 9, 15, 18, 19, 20})
 READ_SIZE = 64 * 1024
@@ -160,7 +158,6 @@ class LaunchSpec:
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
                 raise SpecError(f"{name} must map strings to strings")
         self.cwd = _field(raw, "cwd", str)
-        self.term = _field(raw, "term", str, DEFAULT_TERM) or DEFAULT_TERM
         self.cols = _field(raw, "cols", int, 80)
         self.rows = _field(raw, "rows", int, 24)
         if not (1 <= self.cols <= 1000 and 1 <= self.rows <= 500):
@@ -183,7 +180,7 @@ class LaunchSpec:
         return cls(raw)
 
     def child_env(self, secrets: SecretStore) -> dict:
-        """The child's whole environment: ``env``, then the secrets, then TERM."""
+        """The child's whole environment: ``env``, then the secrets (and a TERM if ``env`` has none)."""
         env = dict(self.env)
         for variable, secret_name in self.secret_env.items():
             try:
@@ -195,7 +192,7 @@ class LaunchSpec:
                             secret_name, variable)
                 continue
             env[variable] = value
-        env["TERM"] = self.term
+        env.setdefault("TERM", DEFAULT_TERM)
         return env
 
 

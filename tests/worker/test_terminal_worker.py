@@ -805,8 +805,8 @@ def test_a_session_that_cannot_start_is_recorded_terminated(worker_factory, argv
 # --- environment ------------------------------------------------------------------------
 
 def test_the_child_env_is_exactly_the_spec_env_plus_secrets(worker_factory):
-    # TERM from env (the daemon's own, carried over) is not the terminal's: xterm.js is
-    worker = worker_factory(["/usr/bin/env"], env={"PATH": CHILD_PATH, "FOO": "bar", "TERM": "dumb"},
+    # and a TERM when env has none: the terminal is xterm.js
+    worker = worker_factory(["/usr/bin/env"], env={"PATH": CHILD_PATH, "FOO": "bar"},
                             secret_env={"API_TOKEN": "profile-test.key"})
     SecretStore(worker.home.secrets).write("profile-test.key", "s3cret-value")
     worker.start(wait_socket=False)
@@ -817,9 +817,8 @@ def test_the_child_env_is_exactly_the_spec_env_plus_secrets(worker_factory):
     assert "s3cret-value" not in worker.stderr()
 
 
-def test_the_spec_term_is_the_child_term(worker_factory):
-    worker = worker_factory(["/bin/sh", "-c", "echo \"TERM=$TERM\""], env={"PATH": CHILD_PATH, "TERM": "dumb"},
-                            term="vt100")
+def test_the_spec_env_term_is_the_child_term(worker_factory):
+    worker = worker_factory(["/bin/sh", "-c", "echo \"TERM=$TERM\""], env={"PATH": CHILD_PATH, "TERM": "vt100"})
     worker.start(wait_socket=False)
     assert worker.wait() == 0
     assert load_scrollback(os.path.join(worker.home.scrollback, worker.session_id))[1] == b"TERM=vt100\r\n"
