@@ -222,38 +222,6 @@ class _RollupBatch:
                              " AND model = ? AND events <= 0", list(self.session_quarters))
 
 
-def _tokens(event: UsageEvent) -> tuple:
-    return (event.input_tokens, event.output_tokens, event.cache_creation_input_tokens, event.cache_read_input_tokens)
-
-
-def record_event(conn: sqlite3.Connection, event: UsageEvent) -> int:
-    """``record_events(conn, [event])`` with the fewest statements (the proxy's path, one per response):
-    a new key is a lookup among the unhashed keys, one INSERT and four rollup upserts in one transaction."""
-    tokens = (event.input_tokens, event.output_tokens, event.cache_creation_input_tokens,
-              event.cache_read_input_tokens)
-    with store.transaction(conn):
-        cursor = None
-        if conn.execute("SELECT 1" + _UNHASHED + " = ?", (event.dedup_key,)).fetchone() is None:
-            cursor = conn.execute(_INSERT, (
-                event.dedup_key, event.source, event.profile, event.agent, event.provider, event.model, event.session,
-                *tokens, event.cost, event.request_id, event.message_id, event.at, key_hash(event.dedup_key)))
-        if cursor is None or cursor.rowcount != 1:
-            # a known key (or a hash another key holds): the general rule (the copy with more tokens wins)
-            folded = FoldedBatch()
-            folded.add(event)
-            return write_folded(conn, folded, folded.rollup())
-        at = event.at
-        for size, table in ROLLUP_TABLES.items():
-            conn.execute(_ROLLUP.format(table=table), (int(at // size) * size, event.profile, event.model,
-                                                       *tokens, 1, at))
-        if event.session:
-            conn.execute(_SESSION, (event.profile, event.session, at, at, 1))
-            conn.execute(_SESSION_MODEL, (event.profile, event.session, event.model, at, at, 1))
-            conn.execute(_SESSION_QUARTER, (event.profile, event.session, int(at // QUARTER_SECS) * QUARTER_SECS,
-                                            event.model, 1))
-    return 1
-
-
 _INBOX_INSERT = (
     "INSERT INTO usage_inbox (dedup_key, source, profile, agent, provider, model, session, input_tokens,"
     " output_tokens, cache_creation_input_tokens, cache_read_input_tokens, cost, request_id, message_id, at)"

@@ -72,7 +72,7 @@ class Meterer:
 
     ``commit`` is the proxy's path, before a response's last byte: one INSERT into
     ``usage_inbox`` on the loop's own connection (``commit_to_inbox``, ~0.02 ms; the dedup
-    lookup, the indexed insert and the four rollup upserts of ``record_event`` cost five
+    lookup, the indexed insert and the rollup upserts of ``record_events`` cost five
     times that). The rows count from that moment: whatever reads usage drains the inbox
     first (``drain_inbox``). The writer thread drains it ``DRAIN_DELAY_SECS`` after a commit
     that found it drained, in one transaction for all the responses of that time, and once
