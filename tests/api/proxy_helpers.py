@@ -29,6 +29,32 @@ def create_profile(daemon, alias: str, provider_id: str, agent_id: str = "claude
     assert status == 200, reply
 
 
+def start_proxy(daemon, alias: str) -> dict:
+    """POST /api/proxy/{alias}/start, which must answer 200; its status data (port, pid, ...)."""
+    status, reply = daemon.post(f"/api/proxy/{alias}/start")
+    assert status == 200, reply
+    return reply["data"]
+
+
+def open_session_starting_proxy(daemon, alias: str, **body) -> tuple[str, dict]:
+    """A terminal session of ``alias``, whose proxy is on but stopped: the proxy runs by the
+    time the session is created, before the agent could need it. (session id, proxy status)."""
+    import psutil
+
+    status, reply = daemon.get(f"/api/proxy/status/{alias}")
+    assert status == 200
+    assert (reply["data"]["enabled"], reply["data"]["status"], reply["data"]["pid"]) == (True, "stopped", None)
+    status, reply = daemon.post("/api/terminal/sessions", {"profile_alias": alias, **body})
+    assert status == 200, reply
+    session_id = reply["data"]["session_id"]
+    status, reply = daemon.get(f"/api/proxy/status/{alias}")
+    assert status == 200
+    proxy = reply["data"]
+    assert (proxy["profile"], proxy["enabled"], proxy["status"]) == (alias, True, "running")
+    assert psutil.pid_exists(proxy["pid"])
+    return session_id, proxy
+
+
 def placeholder(daemon, alias: str) -> str:
     with open(os.path.join(daemon.home, "secrets", f"profile-{alias}.placeholder")) as handle:
         return handle.read().strip()

@@ -179,15 +179,13 @@ def test_deleting_a_profile_stops_its_proxy_and_leaves_nothing_of_it(daemon):
     import socket
     import sqlite3
 
-    from tests.api.proxy_helpers import add_provider, create_profile
+    from tests.api.proxy_helpers import add_provider, create_profile, start_proxy
     from tests.fakes.upstream import FakeUpstream
 
     with FakeUpstream() as upstream:
         add_provider(daemon, "fakeanthropic", upstream.url)
         create_profile(daemon, "team", "fakeanthropic")
-        status, reply = daemon.post("/api/proxy/team/start")
-        assert status == 200, reply
-        port = reply["data"]["port"]
+        port = start_proxy(daemon, "team")["port"]
         spec = os.path.join(daemon.home, "run", "specs", "proxy-team.json")
         placeholder = os.path.join(daemon.home, "secrets", "profile-team.placeholder")
         assert os.path.exists(spec) and os.path.exists(placeholder)

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from tests.api.proxy_helpers import (REAL_KEY, add_provider, committed_proxy_rows, create_profile, free_port_run,
-                                     placeholder, send)
+                                     open_session_starting_proxy, placeholder, send, start_proxy)
 from tests.clownd import free_port, wait_for
 from tests.fakes.upstream import FakeUpstream
 
@@ -35,21 +35,15 @@ def setup(daemon_factory, upstream):
     return daemon
 
 
-def start(daemon, alias="team"):
-    status, reply = daemon.post(f"/api/proxy/{alias}/start")
-    assert status == 200, reply
-    return reply["data"]
-
-
 def test_start_answers_the_running_status(setup):
-    data = start(setup)
+    data = start_proxy(setup, "team")
     assert data["profile"] == "team" and data["enabled"] is True and data["status"] == "running"
     assert isinstance(data["port"], int) and isinstance(data["pid"], int)
     assert data["restarts"] == 0
 
 
 def test_status_of_one_and_all(setup):
-    data = start(setup)
+    data = start_proxy(setup, "team")
     status, reply = setup.get("/api/proxy/status/team")
     assert status == 200 and reply["success"] is True
     assert {k: reply["data"][k] for k in ("profile", "enabled", "port", "pid", "status")} == \
@@ -61,7 +55,7 @@ def test_status_of_one_and_all(setup):
 
 
 def test_stop_clears_enabled_and_stops(setup):
-    start(setup)
+    start_proxy(setup, "team")
     status, reply = setup.post("/api/proxy/team/stop")
     assert status == 200
     assert reply["data"]["status"] == "stopped" and reply["data"]["enabled"] is False and reply["data"]["pid"] is None
@@ -76,7 +70,7 @@ def test_unknown_profile_is_404_in_the_clown_envelope(setup):
 
 
 def test_the_upstream_sees_the_real_key_and_never_the_placeholder(setup, upstream):
-    port = start(setup)["port"]
+    port = start_proxy(setup, "team")["port"]
     token = placeholder(setup, "team")
     status, _, data = send(port, "/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 5},
                            {"Authorization": f"Bearer {token}", "anthropic-version": "2023-06-01"})
@@ -90,7 +84,7 @@ def test_the_upstream_sees_the_real_key_and_never_the_placeholder(setup, upstrea
 
 
 def test_without_the_placeholder_a_local_process_gets_401(setup, upstream):
-    port = start(setup)["port"]
+    port = start_proxy(setup, "team")["port"]
     for headers in ({}, {"x-api-key": "wrong"}, {"Authorization": "Bearer wrong"}):
         status, _, data = send(port, "/v1/messages", {"model": "m"}, headers)
         assert status == 401
@@ -99,7 +93,7 @@ def test_without_the_placeholder_a_local_process_gets_401(setup, upstream):
 
 
 def test_streaming_arrives_chunk_by_chunk(setup, upstream):
-    port = start(setup)["port"]
+    port = start_proxy(setup, "team")["port"]
     upstream.mode, upstream.drip_interval = "drip", 0.3
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     began = time.monotonic()
@@ -120,7 +114,7 @@ def test_the_completing_event_is_forwarded_at_once_after_its_commit(setup, upstr
     # message_delta completes the usage; the upstream then waits a drip interval before
     # message_stop: the agent has all of message_delta (its last byte follows the usage commit)
     # long before that.
-    port = start(setup)["port"]
+    port = start_proxy(setup, "team")["port"]
     upstream.mode, upstream.drip_interval = "drip", 0.4
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     began = time.monotonic()
@@ -140,7 +134,7 @@ def test_the_completing_event_is_forwarded_at_once_after_its_commit(setup, upstr
 
 
 def test_usage_of_a_streamed_response_is_recorded(setup, upstream):
-    port = start(setup)["port"]
+    port = start_proxy(setup, "team")["port"]
     status, _, _ = send(port, "/v1/messages", {"model": "claude-sonnet-4-5", "stream": True},
                         {"x-api-key": placeholder(setup, "team"), "x-claude-code-session-id": "sess-1"})
     assert status == 200
@@ -152,7 +146,7 @@ def test_usage_of_a_streamed_response_is_recorded(setup, upstream):
 
 def test_a_json_response_arrives_whole_and_its_usage_is_already_committed(setup, upstream):
     # Everything but the body's last byte is forwarded at once; the last byte only after the commit.
-    port = start(setup)["port"]
+    port = start_proxy(setup, "team")["port"]
     key = placeholder(setup, "team")
     for index in range(5):
         status, _, body = send(port, "/v1/messages", {"model": "claude-sonnet-4-5"}, {"x-api-key": key})
@@ -165,7 +159,7 @@ def test_an_unreachable_upstream_is_a_502_naming_it(daemon_factory):
     daemon = daemon_factory(toml=f"[proxy]\nport_range = [{free_port()}, 65000]\n")
     add_provider(daemon, "gone", dead)
     create_profile(daemon, "team", "gone")
-    port = start(daemon)["port"]
+    port = start_proxy(daemon, "team")["port"]
     status, _, data = send(port, "/v1/messages", {"model": "m"}, {"x-api-key": placeholder(daemon, "team")})
     assert status == 502
     error = json.loads(data)["error"]
@@ -173,7 +167,7 @@ def test_an_unreachable_upstream_is_a_502_naming_it(daemon_factory):
 
 
 def test_an_upstream_that_hangs_gets_a_504(setup, upstream):
-    port = start(setup)["port"]
+    port = start_proxy(setup, "team")["port"]
     upstream.mode = "hang"
     began = time.monotonic()
     status, _, data = send(port, "/v1/messages", {"model": "m"}, {"x-api-key": placeholder(setup, "team")})
@@ -182,7 +176,7 @@ def test_an_upstream_that_hangs_gets_a_504(setup, upstream):
 
 
 def test_upstream_errors_pass_through(setup, upstream):
-    port = start(setup)["port"]
+    port = start_proxy(setup, "team")["port"]
     upstream.mode = "error500"
     status, response, data = send(port, "/v1/messages", {"model": "m"}, {"x-api-key": placeholder(setup, "team")})
     assert status == 500
@@ -191,7 +185,7 @@ def test_upstream_errors_pass_through(setup, upstream):
 
 
 def test_garbage_passes_through_and_the_next_request_is_metered(setup, upstream):
-    port = start(setup)["port"]
+    port = start_proxy(setup, "team")["port"]
     upstream.mode = "garbage"
     status, _, data = send(port, "/v1/messages", {"model": "m", "stream": True},
                            {"x-api-key": placeholder(setup, "team")})
@@ -204,7 +198,7 @@ def test_garbage_passes_through_and_the_next_request_is_metered(setup, upstream)
 
 
 def test_a_body_over_the_cap_is_413(setup):
-    port = start(setup)["port"]
+    port = start_proxy(setup, "team")["port"]
     status, _, data = send(port, "/v1/messages", {"model": "m", "pad": "x" * 70000},
                            {"x-api-key": placeholder(setup, "team")})
     assert status == 413 and json.loads(data)["error"]["type"] == "request_too_large"
@@ -214,7 +208,7 @@ def test_chat_completions_streams_ask_for_the_usage_chunk(daemon_factory, upstre
     daemon = daemon_factory(toml=f"[proxy]\nport_range = [{free_port()}, 65000]\n")
     add_provider(daemon, "fakeopenai", upstream.url + "/v1", kind="openai")
     create_profile(daemon, "oa", "fakeopenai", agent_id="codex", model="gpt-5")
-    port = start(daemon, "oa")["port"]
+    port = start_proxy(daemon, "oa")["port"]
     status, _, data = send(port, "/chat/completions", {"model": "gpt-5", "stream": True},
                            {"Authorization": f"Bearer {placeholder(daemon, 'oa')}"})
     assert status == 200 and b'"usage"' in data
@@ -226,7 +220,7 @@ def test_chat_completions_streams_ask_for_the_usage_chunk(daemon_factory, upstre
 
 
 def test_kill_9_mid_request_restarts_on_the_same_port_and_loses_nothing(setup, upstream):
-    data = start(setup)
+    data = start_proxy(setup, "team")
     port, pid = data["port"], data["pid"]
     token = placeholder(setup, "team")
     assert send(port, "/v1/messages", {"model": "claude-sonnet-4-5"}, {"x-api-key": token})[0] == 200
@@ -273,7 +267,7 @@ def program_names(daemon) -> set[str]:
 
 
 def test_deleting_a_profile_stops_its_running_proxy(setup):
-    data = start(setup)
+    data = start_proxy(setup, "team")
     port, pid = data["port"], data["pid"]
     assert "proxy-team" in program_names(setup)
     status, reply = setup.delete("/api/profiles/team")
@@ -291,18 +285,7 @@ def test_deleting_a_profile_stops_its_running_proxy(setup):
 
 def test_a_terminal_session_of_a_proxy_on_profile_starts_the_proxy_first(setup, upstream):
     create_profile(setup, "auto", "fakeanthropic", agent_id="shell", proxy=True)
-    status, reply = setup.get("/api/proxy/status/auto")
-    assert status == 200
-    assert (reply["data"]["enabled"], reply["data"]["status"], reply["data"]["pid"]) == (True, "stopped", None)
-    status, reply = setup.post("/api/terminal/sessions", {"profile_alias": "auto"})
-    assert status == 200, reply
-    session_id = reply["data"]["session_id"]
-    # The proxy runs by the time the session is created, before the agent could need it.
-    status, reply = setup.get("/api/proxy/status/auto")
-    assert status == 200
-    proxy = reply["data"]
-    assert (proxy["profile"], proxy["enabled"], proxy["status"]) == ("auto", True, "running")
-    assert psutil.pid_exists(proxy["pid"])
+    session_id, proxy = open_session_starting_proxy(setup, "auto")
     _, listing = setup.get("/api/proxy/status")
     assert [(p["profile"], p["port"], p["status"]) for p in listing["data"]] == [("auto", proxy["port"], "running")]
     token = placeholder(setup, "auto")
@@ -331,7 +314,7 @@ def test_a_port_of_the_range_taken_by_another_listener_is_skipped(daemon_factory
         daemon = daemon_factory(toml=f"[proxy]\nport_range = [{low}, {low + 3}]\n")
         add_provider(daemon, "fakeanthropic", upstream.url)
         create_profile(daemon, "team", "fakeanthropic")
-        data = start(daemon)
+        data = start_proxy(daemon, "team")
         assert data["port"] == low + 2
         status, _, _ = send(low + 2, "/v1/messages", {"model": "claude-sonnet-4-5"},
                             {"x-api-key": placeholder(daemon, "team")})

@@ -161,15 +161,13 @@ def test_codex_import_counts_differences_of_cumulative_totals(daemon, tmp_path):
 
 
 def test_an_import_does_not_recount_what_the_proxy_metered(daemon, tmp_path):
-    from tests.api.proxy_helpers import add_provider, create_profile, placeholder, send
+    from tests.api.proxy_helpers import add_provider, create_profile, placeholder, send, start_proxy
     from tests.fakes.upstream import FakeUpstream
 
     with FakeUpstream() as upstream:
         add_provider(daemon, "fakeanthropic", upstream.url)
         create_profile(daemon, "team", "fakeanthropic")
-        status, reply = daemon.post("/api/proxy/team/start")
-        assert status == 200, reply
-        port = reply["data"]["port"]
+        port = start_proxy(daemon, "team")["port"]
         status, response, body = send(port, "/v1/messages", {"model": "claude-sonnet-4-5"},
                                       {"x-api-key": placeholder(daemon, "team")})
         assert status == 200

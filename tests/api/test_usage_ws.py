@@ -1,13 +1,11 @@
 """Usage events on the /ws daemon event socket: import progress, and usage the proxies meter."""
 
-import json
-import os
 import threading
 import urllib.parse
 
 import pytest
 
-from tests.api.proxy_helpers import add_provider, create_profile, placeholder, send
+from tests.api.proxy_helpers import add_provider, create_profile, placeholder, send, start_proxy
 from tests.clownd import Daemon
 from tests.fakes.transcripts import write_claude_corpus
 from tests.fakes.upstream import FakeUpstream
@@ -79,9 +77,7 @@ def test_an_import_reports_progress_then_usage_updated(daemon, tmp_path):
 
 
 def test_a_metered_response_is_a_usage_updated_event(daemon):
-    status, reply = daemon.post("/api/proxy/metered/start")
-    assert status == 200, reply
-    port = reply["data"]["port"]
+    port = start_proxy(daemon, "metered")["port"]
     with subscribe_usage(daemon) as ws:
         status, _, body = send(port, "/v1/messages", {"model": "claude-sonnet-4-5", "stream": True},
                                {"x-api-key": placeholder(daemon, "metered")})

@@ -10,7 +10,8 @@ import urllib.parse
 import psutil
 import pyte
 
-from tests.api.proxy_helpers import REAL_KEY, add_provider, create_profile, files_containing, placeholder
+from tests.api.proxy_helpers import (REAL_KEY, add_provider, create_profile, files_containing,
+                                     open_session_starting_proxy, placeholder, start_proxy)
 from tests.clownd import REPO, wait_for
 from tests.e2e.terminal_client import TerminalClient
 from tests.e2e.test_profile_agents import prompt_box_visible
@@ -32,15 +33,14 @@ def test_claude_code_turn_through_the_proxy_is_metered_once_even_after_import(da
                       script_only_with_tools=True) as upstream:
         add_provider(daemon, "fakeanthropic", upstream.url)
         create_profile(daemon, "team", "fakeanthropic")
-        status, reply = daemon.post("/api/proxy/team/start")
-        assert status == 200, reply
+        port = start_proxy(daemon, "team")["port"]
         token = placeholder(daemon, "team")
         config_dir = tmp_path / "claude-config"
         done = subprocess.run(
             [os.path.join(BIN, "claude"), "-p", "read note.txt", "--dangerously-skip-permissions",
              "--model", "claude-sonnet-4-5"], cwd=tmp_path, capture_output=True, text=True, timeout=180,
             env=agent_env(tmp_path, CLAUDE_CONFIG_DIR=str(config_dir), IS_SANDBOX="1",
-                          ANTHROPIC_BASE_URL=f"http://127.0.0.1:{reply['data']['port']}",
+                          ANTHROPIC_BASE_URL=f"http://127.0.0.1:{port}",
                           ANTHROPIC_AUTH_TOKEN=token, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
                           DISABLE_AUTOUPDATER="1"))
         assert done.returncode == 0, done.stderr
@@ -66,13 +66,12 @@ def test_codex_turn_through_the_proxy_is_metered(daemon_factory, tmp_path):
                       script_only_with_tools=True) as upstream:
         add_provider(daemon, "fakeopenai", upstream.url + "/v1", kind="openai")
         create_profile(daemon, "oa", "fakeopenai", agent_id="codex", model="gpt-5")
-        status, reply = daemon.post("/api/proxy/oa/start")
-        assert status == 200, reply
+        port = start_proxy(daemon, "oa")["port"]
         codex_home = tmp_path / "codex"
         codex_home.mkdir()
         (codex_home / "config.toml").write_text(
             'model = "gpt-5"\nmodel_provider = "clown"\n[model_providers.clown]\nname = "clown"\n'
-            f'base_url = "http://127.0.0.1:{reply["data"]["port"]}"\nenv_key = "OPENAI_API_KEY"\n'
+            f'base_url = "http://127.0.0.1:{port}"\nenv_key = "OPENAI_API_KEY"\n'
             'wire_api = "responses"\n')
         done = subprocess.run(
             [os.path.join(BIN, "codex"), "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox",
@@ -141,17 +140,7 @@ def test_claude_code_in_a_terminal_session_of_a_proxy_on_profile(daemon_factory,
     with FakeUpstream(default_text=E2E_ANSWER, usage=E2E_USAGE) as upstream:
         add_provider(daemon, "fakeanthropic", upstream.url)
         create_profile(daemon, "cc", "fakeanthropic", proxy=True)
-        _, before = daemon.get("/api/proxy/status/cc")
-        assert (before["data"]["enabled"], before["data"]["status"]) == (True, "stopped")
-
-        status, reply = daemon.post("/api/terminal/sessions", {"profile_alias": "cc", "cols": 120, "rows": 40})
-        assert status == 200, reply
-        session_id = reply["data"]["session_id"]
-        status, reply = daemon.get("/api/proxy/status/cc")
-        assert status == 200
-        proxy = reply["data"]
-        assert (proxy["profile"], proxy["enabled"], proxy["status"]) == ("cc", True, "running")
-        assert psutil.pid_exists(proxy["pid"])
+        session_id, proxy = open_session_starting_proxy(daemon, "cc", cols=120, rows=40)
         token = placeholder(daemon, "cc")
 
         client = TerminalClient(daemon, session_id)

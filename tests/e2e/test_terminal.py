@@ -117,12 +117,16 @@ def test_resize_reaches_the_pty(shell):
     assert (data["cols"], data["rows"]) == (120, 40)
 
 
+def children_named(daemon, session_id: str, name: str) -> list:
+    """The session's agent's children called ``name``."""
+    return [p for p in psutil.Process(session(daemon, session_id)["pid"]).children() if p.name() == name]
+
+
 def test_signal_interrupts_the_foreground_process(shell):
     session_id = create_session(shell, "term")
     client = open_shell(shell, session_id)
     client.type("sleep 300; echo after-$((1+1))\n")
-    sleeper = wait_for(lambda: [p for p in psutil.Process(session(shell, session_id)["pid"]).children()
-                                if p.name() == "sleep"], message="sleep to start")[0]
+    sleeper = wait_for(lambda: children_named(shell, session_id, "sleep"), message="sleep to start")[0]
     client.control({"type": "signal", "signal": 2})
     wait_for(lambda: not sleeper.is_running() or sleeper.status() == psutil.STATUS_ZOMBIE, message="sleep to die")
     client.type("echo still-$((2+3))\n")
@@ -130,14 +134,17 @@ def test_signal_interrupts_the_foreground_process(shell):
     assert b"after-2" not in client.output
 
 
-def test_ctrl_c_stops_a_flood(shell):
+@pytest.mark.parametrize("how", ["signal", "keystroke"])
+def test_ctrl_c_stops_a_flood(shell, how):
     session_id = create_session(shell, "term")
     client = open_shell(shell, session_id)
     client.type("yes flood\n")
     client.read_until(b"flood\r\nflood\r\n" * 50)
-    client.control({"type": "signal", "signal": 2})
-    leader = psutil.Process(session(shell, session_id)["pid"])
-    wait_for(lambda: not [p for p in leader.children() if p.name() == "yes"], timeout=10, message="yes to stop")
+    if how == "signal":
+        client.control({"type": "signal", "signal": 2})
+    else:
+        client.ws.send(b"\x03")   # binary: a keystroke, through the PTY's line discipline
+    wait_for(lambda: not children_named(shell, session_id, "yes"), timeout=10, message="yes to stop")
     client.type("echo calm-$((3*3))\n")
     client.read_until(b"calm-9", timeout=20)
 
@@ -149,8 +156,7 @@ def test_signal_is_a_real_signal_even_with_isig_off(shell):
     client = open_shell(shell, session_id)
     client.type("stty -isig; stty -a | grep -o -- '-isig' | sed s/^/no-/; sleep 300; echo after-$((1+1))\n")
     client.read_until(b"no--isig\r\n")
-    sleeper = wait_for(lambda: [p for p in psutil.Process(session(shell, session_id)["pid"]).children()
-                                if p.name() == "sleep"], message="sleep to start")[0]
+    sleeper = wait_for(lambda: children_named(shell, session_id, "sleep"), message="sleep to start")[0]
     client.ws.send(b"\x03")   # a Ctrl-C keystroke does nothing now
     time.sleep(0.3)
     assert sleeper.is_running() and sleeper.status() != psutil.STATUS_ZOMBIE
@@ -159,18 +165,6 @@ def test_signal_is_a_real_signal_even_with_isig_off(shell):
     client.type("stty isig; echo still-$((2+3))\n")
     client.read_until(b"still-5")
     assert b"after-2" not in client.output
-
-
-def test_ctrl_c_keystroke_stops_a_flood(shell):
-    session_id = create_session(shell, "term")
-    client = open_shell(shell, session_id)
-    client.type("yes flood\n")
-    client.read_until(b"flood\r\nflood\r\n" * 50)
-    client.ws.send(b"\x03")   # binary: a keystroke, through the PTY's line discipline
-    leader = psutil.Process(session(shell, session_id)["pid"])
-    wait_for(lambda: not [p for p in leader.children() if p.name() == "yes"], timeout=10, message="yes to stop")
-    client.type("echo calm-$((3*3))\n")
-    client.read_until(b"calm-9", timeout=20)
 
 
 def programs(daemon) -> set[str]:

@@ -131,14 +131,20 @@ def _day_totals(db: str) -> dict:
         conn.close()
 
 
-def test_stats_cache_days_covered_by_an_earlier_import_stay_unfilled(tmp_path):
-    # The transcript is imported first, stats-cache.json appears later: the day the transcript
-    # covered is still known (usage_covered_quarters), the others are filled.
+def _home_with_transcript(tmp_path, timestamp: str) -> Home:
+    """A fresh home, and under tmp_path/claude one transcript with one response at ``timestamp``."""
     home = Home(str(tmp_path / "home"))
     home.ensure()
     project = tmp_path / "claude" / "projects" / "p"
     project.mkdir(parents=True)
-    (project / "s.jsonl").write_text(_transcript_line("2026-01-10T10:00:00.000Z", "msg_a", 5) + "\n")
+    (project / "s.jsonl").write_text(_transcript_line(timestamp, "msg_a", 5) + "\n")
+    return home
+
+
+def test_stats_cache_days_covered_by_an_earlier_import_stay_unfilled(tmp_path):
+    # The transcript is imported first, stats-cache.json appears later: the day the transcript
+    # covered is still known (usage_covered_quarters), the others are filled.
+    home = _home_with_transcript(tmp_path, "2026-01-10T10:00:00.000Z")
     assert imports.run_import(home, "claude", str(tmp_path / "claude"), "UTC")["found"] == 1
     _stats_cache(tmp_path / "claude", {"2026-01-10": 999, "2026-01-11": 40})
     result = imports.run_import(home, "claude", str(tmp_path / "claude"), "UTC")
@@ -149,11 +155,7 @@ def test_stats_cache_days_covered_by_an_earlier_import_stay_unfilled(tmp_path):
 def test_transcript_coverage_is_exact_to_the_quarter_hour_in_half_hour_zones(tmp_path):
     # 18:10 UTC is 23:40 on the 10th in Kolkata (+05:30); the same UTC hour's 18:30 is the 11th.
     # Only the 10th is covered.
-    home = Home(str(tmp_path / "home"))
-    home.ensure()
-    project = tmp_path / "claude" / "projects" / "p"
-    project.mkdir(parents=True)
-    (project / "s.jsonl").write_text(_transcript_line("2026-01-10T18:10:00.000Z", "msg_a", 5) + "\n")
+    home = _home_with_transcript(tmp_path, "2026-01-10T18:10:00.000Z")
     _stats_cache(tmp_path / "claude", {"2026-01-10": 999, "2026-01-11": 40})
     assert imports.run_import(home, "claude", str(tmp_path / "claude"), "Asia/Kolkata")["found"] == 1
     assert _day_totals(home.db) == {"stats::2026-01-11:claude-sonnet-4-5": 40}

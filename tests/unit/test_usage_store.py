@@ -8,7 +8,7 @@ from clown.catalog.pricing import Price
 from clown.usage import periods
 from clown.usage.report import build_report
 from clown.usage import store as usage_store
-from clown.usage.store import UsageEvent, delete_keys, record_event, record_events
+from clown.usage.store import UsageEvent, delete_keys, record_events
 
 UTC = zoneinfo.ZoneInfo("UTC")
 TABLE = {"claude-sonnet-4-5": Price(input=3.0, output=15.0, cache_write=3.75, cache_read=0.30)}
@@ -132,9 +132,9 @@ def colliding(monkeypatch):
 
 def test_keys_sharing_a_hash_are_different_keys(conn, colliding):
     assert record_events(conn, [event("a", NOW), event("b", NOW)]) == 2
-    assert record_event(conn, event("c", NOW)) == 1
+    assert record_events(conn, [event("c", NOW)]) == 1
     assert record_events(conn, [event("a", NOW), event("b", NOW)]) == 0
-    assert record_event(conn, event("c", NOW)) == 0
+    assert record_events(conn, [event("c", NOW)]) == 0
     assert record_events(conn, [event("b", NOW, output_tokens=50)]) == 1      # more tokens: replaces
     assert totals(conn) == (10 + 50 + 10, 3)
     rows = conn.execute("SELECT dedup_key, key_hash, output_tokens FROM usage_events ORDER BY dedup_key").fetchall()
@@ -161,7 +161,7 @@ def test_rows_from_before_the_hash_count_once_then_get_their_hash(tmp_path):
     conn = store.open_store(path)
     try:
         assert conn.execute("SELECT dedup_key, key_hash FROM usage_events").fetchall()[0][1] is None
-        assert record_event(conn, event("m1:r1", NOW)) == 0
+        assert record_events(conn, [event("m1:r1", NOW)]) == 0
         assert record_events(conn, [event("m1:r1", NOW), event("m2:r2", NOW)]) == 1
         assert totals(conn) == (20, 2)
         assert usage_store.hash_unhashed_keys(conn) == 1

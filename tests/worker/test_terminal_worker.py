@@ -20,7 +20,7 @@ import pytest
 
 from clown import clock, store
 from clown.home import Home
-from clown.ipc import (CONTROL, DATA, Output, TerminalWorkerClient, encode_control,
+from clown.ipc import (DATA, Output, TerminalWorkerClient, encode_control,
                        encode_data, frames)
 from clown.secrets import SecretStore
 from clown.workers.terminal import ScrollbackRing, load_scrollback
@@ -248,8 +248,16 @@ def worker_factory(tmp_path):
         worker.cleanup()
 
 
-def sh(script, **spec_fields):
+def sh(script):
     return ["/bin/sh", "-c", script]
+
+
+def flood_worker(worker_factory, total: int, after: str = "", **spec_fields):
+    """A started worker whose session, once a line is typed, writes ``total`` bytes of ``a``
+    (then runs ``after``, a shell tail such as "; exit 3")."""
+    worker = worker_factory(sh(QUIET + f"read go; head -c {total} /dev/zero | tr '\\0' a{after}"), **spec_fields)
+    worker.start()
+    return worker
 
 
 def session_pids(leader_pid):
@@ -530,9 +538,7 @@ def test_slow_client_is_closed_with_4008_while_a_fast_one_gets_everything(worker
     # The fast client (this process) may be descheduled for a while on a busy machine:
     # the limit leaves it 8 MiB of slack; the slow one reads nothing and passes it.
     total = 12_000_000
-    worker = worker_factory(sh(QUIET + f"read go; head -c {total} /dev/zero | tr '\\0' a"),
-                            client_backlog_bytes=8 * 1024 * 1024)
-    worker.start()
+    worker = flood_worker(worker_factory, total, client_backlog_bytes=8 * 1024 * 1024)
     slow = worker.client()
     fast = worker.client()
     fast.wait_ready()
@@ -549,9 +555,7 @@ def test_slow_client_is_closed_with_4008_while_a_fast_one_gets_everything(worker
 
 def test_a_lone_client_slower_than_the_agent_throttles_it_and_misses_nothing(worker_factory):
     total = 8_000_000
-    worker = worker_factory(sh(QUIET + f"read go; head -c {total} /dev/zero | tr '\\0' a"),
-                            client_backlog_bytes=1024 * 1024)
-    worker.start()
+    worker = flood_worker(worker_factory, total, client_backlog_bytes=1024 * 1024)
     client = worker.client()
     client.wait_ready()
     client.send_input(b"\n")
@@ -582,8 +586,7 @@ def test_a_stalled_client_is_found_out_fast_and_holds_the_agent_back_only_briefl
     # 6 MB under a 4 MiB limit: the reader is paced, the stalled one falls behind, stops
     # counting after STALL_SECS and is closed with 4008 once past its limit.
     total = 6_000_000
-    worker = worker_factory(sh(QUIET + f"read go; head -c {total} /dev/zero | tr '\\0' a; read x"))
-    worker.start()
+    worker = flood_worker(worker_factory, total, after="; read x")
     stalled = worker.client()
     reader = worker.client()
     reader.wait_ready()
@@ -604,9 +607,7 @@ def test_a_session_ending_with_a_stalled_client_does_not_wait_for_it(worker_fact
     # 3 MB under an 8 MiB limit: the stalled client is kept and still owes most of it when
     # the agent exits. The reader gets everything and the end; the worker leaves at once.
     total = 3_000_000
-    worker = worker_factory(sh(QUIET + f"read go; head -c {total} /dev/zero | tr '\\0' a; exit 3"),
-                            client_backlog_bytes=8 * 1024 * 1024)
-    worker.start()
+    worker = flood_worker(worker_factory, total, after="; exit 3", client_backlog_bytes=8 * 1024 * 1024)
     stalled = worker.client()
     reader = worker.client()
     reader.wait_ready()
@@ -624,9 +625,7 @@ def test_sigterm_while_clients_drain_ends_the_wait(worker_factory):
     # A client that reads, slowly, still owes megabytes when the session ends: the worker
     # would wait for it (DRAIN_SECS), but supervisor stopping it (SIGTERM) means leave now.
     total = 12_000_000
-    worker = worker_factory(sh(QUIET + f"read go; head -c {total} /dev/zero | tr '\\0' a; exit 0"),
-                            client_backlog_bytes=32 * 1024 * 1024)
-    worker.start()
+    worker = flood_worker(worker_factory, total, after="; exit 0", client_backlog_bytes=32 * 1024 * 1024)
     slow = worker.client()
     slow.wait_ready()
     slow.send_input(b"\n")
@@ -868,9 +867,7 @@ def test_terminal_worker_client_round_trip(worker_factory):
 
 def test_terminal_worker_client_paused_too_long_is_closed_with_4008(worker_factory):
     total = 20_000_000
-    worker = worker_factory(sh(QUIET + f"read go; head -c {total} /dev/zero | tr '\\0' a; sleep 30"),
-                            client_backlog_bytes=1024 * 1024)
-    worker.start()
+    worker = flood_worker(worker_factory, total, after="; sleep 30", client_backlog_bytes=1024 * 1024)
     watcher = worker.client(attach=False)   # types and asks for status; gets no output
 
     def ring_end():
